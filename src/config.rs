@@ -1,0 +1,314 @@
+//! Settings: the same names on both runtimes (environment variables natively, `[vars]` and
+//! secrets on the Worker), parsed and validated once at start-up.
+//!
+//! `GATEWAY_CONFIG` is a JSON document whose schema lives here and nowhere else; unknown fields
+//! are rejected so that a typo is an error rather than a silently ignored setting.
+
+use serde::Deserialize;
+
+use crate::auth::KeyRing;
+use crate::error::GatewayError;
+
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 10 * 1024 * 1024;
+pub const DEFAULT_BODY_TIMEOUT_MS: u64 = 30_000;
+pub const DEFAULT_UPSTREAM_TIMEOUT_MS: u64 = 300_000;
+pub const DEFAULT_MAX_UPSTREAM_RESPONSE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// The names of every setting, so messages and docs cannot drift from the code.
+pub mod names {
+    pub const UPSTREAM_BASE_URL: &str = "UPSTREAM_BASE_URL";
+    pub const UPSTREAM_API_KEY: &str = "UPSTREAM_API_KEY";
+    pub const GATEWAY_API_KEYS: &str = "GATEWAY_API_KEYS";
+    pub const GATEWAY_CONFIG: &str = "GATEWAY_CONFIG";
+    pub const REGION: &str = "FLY_REGION";
+}
+
+/// The document in `GATEWAY_CONFIG`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// Models served by `GET /v1/models`; when empty the upstream's own list is returned.
+    #[serde(default)]
+    pub models: Vec<ModelEntry>,
+    /// Largest accepted request body, enforced while reading.
+    #[serde(default)]
+    pub max_body_bytes: Option<u64>,
+    /// Time a client has to send its whole body before getting a 408.
+    #[serde(default)]
+    pub body_timeout_ms: Option<u64>,
+    /// Time the upstream has to send its response headers before the client gets a 504.
+    #[serde(default)]
+    pub upstream_timeout_ms: Option<u64>,
+    /// Largest non-streamed upstream body the gateway reads to check and account for.
+    #[serde(default)]
+    pub max_upstream_response_bytes: Option<u64>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ModelEntry {
+    pub id: String,
+    #[serde(default = "default_owner")]
+    pub owned_by: String,
+    #[serde(default)]
+    pub created: u64,
+}
+
+fn default_owner() -> String {
+    "ai-edge-gateway".into()
+}
+
+/// One upstream provider: an OpenAI-compatible base URL and the operator's key for it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Upstream {
+    /// Without a trailing slash, e.g. `https://api.openai.com/v1`.
+    pub base_url: String,
+    pub api_key: Option<String>,
+}
+
+impl std::fmt::Debug for Upstream {
+    // The key is a secret: never printed, even in debug output.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream")
+            .field("base_url", &self.base_url)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// Everything the gateway needs, validated.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub upstream: Upstream,
+    pub keys: KeyRing,
+    pub region: Option<String>,
+    pub models: Vec<ModelEntry>,
+    pub max_body_bytes: u64,
+    pub body_timeout_ms: u64,
+    pub upstream_timeout_ms: u64,
+    pub max_upstream_response_bytes: u64,
+}
+
+fn config_error(setting: &str, message: impl Into<String>) -> GatewayError {
+    GatewayError::Config {
+        setting: setting.to_string(),
+        message: message.into(),
+    }
+}
+
+impl Settings {
+    /// Reads settings through `lookup`, which returns a variable's value if it is set.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Settings, GatewayError> {
+        let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+
+        let base_url = get(names::UPSTREAM_BASE_URL)
+            .ok_or_else(|| config_error(names::UPSTREAM_BASE_URL, "is required (e.g. https://api.openai.com/v1)"))?;
+        let base_url = validate_base_url(&base_url)
+            .map_err(|m| config_error(names::UPSTREAM_BASE_URL, m))?;
+        let api_key = get(names::UPSTREAM_API_KEY).map(|k| k.trim().to_string());
+        if let Some(k) = &api_key {
+            if !is_header_safe(k) {
+                return Err(config_error(
+                    names::UPSTREAM_API_KEY,
+                    "contains characters that cannot be sent in an HTTP header",
+                ));
+            }
+        }
+
+        let keys_raw = get(names::GATEWAY_API_KEYS).ok_or_else(|| {
+            config_error(
+                names::GATEWAY_API_KEYS,
+                "is required: a comma-separated list of the client keys allowed to call the gateway",
+            )
+        })?;
+        let keys = KeyRing::parse(&keys_raw).map_err(|m| config_error(names::GATEWAY_API_KEYS, m))?;
+
+        let config = match get(names::GATEWAY_CONFIG) {
+            Some(raw) => GatewayConfig::parse(&raw)?,
+            None => GatewayConfig::default(),
+        };
+        config.validate()?;
+
+        Ok(Settings {
+            upstream: Upstream { base_url, api_key },
+            keys,
+            region: get(names::REGION),
+            models: config.models,
+            max_body_bytes: config.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES),
+            body_timeout_ms: config.body_timeout_ms.unwrap_or(DEFAULT_BODY_TIMEOUT_MS),
+            upstream_timeout_ms: config
+                .upstream_timeout_ms
+                .unwrap_or(DEFAULT_UPSTREAM_TIMEOUT_MS),
+            max_upstream_response_bytes: config
+                .max_upstream_response_bytes
+                .unwrap_or(DEFAULT_MAX_UPSTREAM_RESPONSE_BYTES),
+        })
+    }
+}
+
+impl GatewayConfig {
+    pub fn parse(raw: &str) -> Result<GatewayConfig, GatewayError> {
+        serde_json::from_str(raw).map_err(|e| config_error(names::GATEWAY_CONFIG, e.to_string()))
+    }
+
+    fn validate(&self) -> Result<(), GatewayError> {
+        let positive = |name: &str, v: Option<u64>| match v {
+            Some(0) => Err(config_error(
+                names::GATEWAY_CONFIG,
+                format!("{name} must be greater than 0"),
+            )),
+            _ => Ok(()),
+        };
+        positive("max_body_bytes", self.max_body_bytes)?;
+        positive("body_timeout_ms", self.body_timeout_ms)?;
+        positive("upstream_timeout_ms", self.upstream_timeout_ms)?;
+        positive("max_upstream_response_bytes", self.max_upstream_response_bytes)?;
+        let mut seen = std::collections::HashSet::new();
+        for m in &self.models {
+            if m.id.trim().is_empty() {
+                return Err(config_error(names::GATEWAY_CONFIG, "models[].id must not be empty"));
+            }
+            if !seen.insert(m.id.as_str()) {
+                return Err(config_error(
+                    names::GATEWAY_CONFIG,
+                    format!("models: '{}' is listed twice", m.id),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn validate_base_url(raw: &str) -> Result<String, String> {
+    let url = raw.trim().trim_end_matches('/');
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or_else(|| format!("'{url}' must start with http:// or https://"))?;
+    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if host.is_empty() {
+        return Err(format!("'{url}' has no host"));
+    }
+    if rest.contains(['?', '#']) {
+        return Err(format!("'{url}' must not contain a query or fragment"));
+    }
+    if !url.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(format!("'{url}' contains spaces or non-ASCII characters"));
+    }
+    Ok(url.to_string())
+}
+
+fn is_header_safe(v: &str) -> bool {
+    v.bytes().all(|b| b == b'\t' || (0x20..0x7f).contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    fn setting_of(err: GatewayError) -> String {
+        match err {
+            GatewayError::Config { setting, .. } => setting,
+            other => panic!("not a config error: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn minimal_settings_use_documented_defaults() {
+        let s = Settings::from_lookup(lookup(&[
+            ("UPSTREAM_BASE_URL", "https://api.openai.com/v1/"),
+            ("GATEWAY_API_KEYS", "k1, k2"),
+        ]))
+        .unwrap();
+        assert_eq!(s.upstream.base_url, "https://api.openai.com/v1");
+        assert_eq!(s.max_body_bytes, 10 * 1024 * 1024);
+        assert_eq!(s.keys.len(), 2);
+        assert!(s.models.is_empty());
+    }
+
+    #[test]
+    fn missing_upstream_names_the_setting() {
+        let err = Settings::from_lookup(lookup(&[("GATEWAY_API_KEYS", "k")])).unwrap_err();
+        assert_eq!(setting_of(err), "UPSTREAM_BASE_URL");
+    }
+
+    #[test]
+    fn missing_client_keys_names_the_setting() {
+        let err = Settings::from_lookup(lookup(&[("UPSTREAM_BASE_URL", "http://x")])).unwrap_err();
+        assert_eq!(setting_of(err), "GATEWAY_API_KEYS");
+    }
+
+    #[test]
+    fn non_http_upstream_is_rejected() {
+        let err = Settings::from_lookup(lookup(&[
+            ("UPSTREAM_BASE_URL", "ftp://x"),
+            ("GATEWAY_API_KEYS", "k"),
+        ]))
+        .unwrap_err();
+        assert_eq!(setting_of(err), "UPSTREAM_BASE_URL");
+    }
+
+    #[test]
+    fn unknown_config_fields_are_rejected_with_the_setting_named() {
+        let err = Settings::from_lookup(lookup(&[
+            ("UPSTREAM_BASE_URL", "http://x"),
+            ("GATEWAY_API_KEYS", "k"),
+            ("GATEWAY_CONFIG", r#"{"max_body_byte": 5}"#),
+        ]))
+        .unwrap_err();
+        let msg = err.message();
+        assert_eq!(setting_of(err), "GATEWAY_CONFIG");
+        assert!(msg.contains("max_body_byte"), "{msg}");
+    }
+
+    #[test]
+    fn config_document_overrides_limits_and_lists_models() {
+        let s = Settings::from_lookup(lookup(&[
+            ("UPSTREAM_BASE_URL", "http://127.0.0.1:9/v1"),
+            ("GATEWAY_API_KEYS", "k"),
+            (
+                "GATEWAY_CONFIG",
+                r#"{"max_body_bytes": 100, "upstream_timeout_ms": 5, "models":[{"id":"a"}]}"#,
+            ),
+        ]))
+        .unwrap();
+        assert_eq!(s.max_body_bytes, 100);
+        assert_eq!(s.upstream_timeout_ms, 5);
+        assert_eq!(s.models[0].owned_by, "ai-edge-gateway");
+    }
+
+    #[test]
+    fn zero_limits_and_duplicate_models_are_rejected() {
+        for doc in [r#"{"max_body_bytes":0}"#, r#"{"models":[{"id":"a"},{"id":"a"}]}"#] {
+            let err = Settings::from_lookup(lookup(&[
+                ("UPSTREAM_BASE_URL", "http://x"),
+                ("GATEWAY_API_KEYS", "k"),
+                ("GATEWAY_CONFIG", doc),
+            ]))
+            .unwrap_err();
+            assert_eq!(setting_of(err), "GATEWAY_CONFIG");
+        }
+    }
+
+    #[test]
+    fn debug_output_never_shows_the_upstream_key() {
+        let s = Settings::from_lookup(lookup(&[
+            ("UPSTREAM_BASE_URL", "http://x"),
+            ("UPSTREAM_API_KEY", "sk-very-secret"),
+            ("GATEWAY_API_KEYS", "client-secret"),
+        ]))
+        .unwrap();
+        let dbg = format!("{s:?}");
+        assert!(!dbg.contains("sk-very-secret"));
+        assert!(!dbg.contains("client-secret"));
+    }
+}

@@ -1,0 +1,275 @@
+//! The one error type of the gateway and its rendering to the OpenAI error shape.
+//!
+//! Both runtimes turn every failure they produce into a [`GatewayError`] and render it with
+//! [`GatewayError::body`], so a client sees the same status and JSON whichever runtime served it.
+
+use serde::Serialize;
+
+/// Where an error comes from, as OpenAI's `type` field names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    InvalidRequest,
+    Authentication,
+    Api,
+}
+
+impl ErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidRequest => "invalid_request_error",
+            ErrorKind::Authentication => "authentication_error",
+            ErrorKind::Api => "api_error",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GatewayError {
+    /// The body is not JSON at all.
+    MalformedJson { detail: String },
+    /// A required field is absent.
+    MissingField { param: &'static str },
+    /// A field is present with the wrong type or an invalid value.
+    InvalidField { param: String, message: String },
+    /// No `Authorization: Bearer` header.
+    MissingApiKey,
+    /// A bearer key that is not one of `GATEWAY_API_KEYS`.
+    InvalidApiKey,
+    NotFound { method: String, path: String },
+    MethodNotAllowed { method: String, path: String, allowed: &'static str },
+    /// The client did not finish sending its body in time.
+    RequestTimeout,
+    PayloadTooLarge { limit: u64 },
+    UnsupportedMediaType { content_type: String },
+    /// The upstream could not be reached (connect, TLS or reset before a response).
+    UpstreamUnreachable,
+    /// The upstream answered something that is not a valid response.
+    UpstreamInvalidResponse,
+    /// The upstream did not answer within the configured time.
+    UpstreamTimeout,
+    /// A setting is missing or invalid; names the setting.
+    Config { setting: String, message: String },
+}
+
+impl GatewayError {
+    pub fn status(&self) -> u16 {
+        match self {
+            GatewayError::MalformedJson { .. }
+            | GatewayError::MissingField { .. }
+            | GatewayError::InvalidField { .. } => 400,
+            GatewayError::MissingApiKey | GatewayError::InvalidApiKey => 401,
+            GatewayError::NotFound { .. } => 404,
+            GatewayError::MethodNotAllowed { .. } => 405,
+            GatewayError::RequestTimeout => 408,
+            GatewayError::PayloadTooLarge { .. } => 413,
+            GatewayError::UnsupportedMediaType { .. } => 415,
+            GatewayError::UpstreamUnreachable | GatewayError::UpstreamInvalidResponse => 502,
+            GatewayError::UpstreamTimeout => 504,
+            GatewayError::Config { .. } => 500,
+        }
+    }
+
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            GatewayError::MissingApiKey | GatewayError::InvalidApiKey => ErrorKind::InvalidRequest,
+            GatewayError::UpstreamUnreachable
+            | GatewayError::UpstreamInvalidResponse
+            | GatewayError::UpstreamTimeout
+            | GatewayError::Config { .. } => ErrorKind::Api,
+            _ => ErrorKind::InvalidRequest,
+        }
+    }
+
+    pub fn code(&self) -> Option<&'static str> {
+        Some(match self {
+            GatewayError::MalformedJson { .. } => "invalid_json",
+            GatewayError::MissingField { .. } => "missing_required_parameter",
+            GatewayError::InvalidField { .. } => "invalid_value",
+            GatewayError::MissingApiKey => "missing_api_key",
+            GatewayError::InvalidApiKey => "invalid_api_key",
+            GatewayError::NotFound { .. } => "not_found",
+            GatewayError::MethodNotAllowed { .. } => "method_not_allowed",
+            GatewayError::RequestTimeout => "request_timeout",
+            GatewayError::PayloadTooLarge { .. } => "request_too_large",
+            GatewayError::UnsupportedMediaType { .. } => "unsupported_media_type",
+            GatewayError::UpstreamUnreachable => "upstream_unreachable",
+            GatewayError::UpstreamInvalidResponse => "upstream_invalid_response",
+            GatewayError::UpstreamTimeout => "upstream_timeout",
+            GatewayError::Config { .. } => "gateway_misconfigured",
+        })
+    }
+
+    pub fn param(&self) -> Option<&str> {
+        match self {
+            GatewayError::MissingField { param } => Some(param),
+            GatewayError::InvalidField { param, .. } => Some(param),
+            _ => None,
+        }
+    }
+
+    pub fn message(&self) -> String {
+        match self {
+            GatewayError::MalformedJson { detail } => {
+                format!("We could not parse the JSON body of your request: {detail}")
+            }
+            GatewayError::MissingField { param } => {
+                format!("Missing required parameter: '{param}'.")
+            }
+            GatewayError::InvalidField { message, .. } => message.clone(),
+            GatewayError::MissingApiKey => "You didn't provide an API key. Send it in the Authorization header as 'Bearer YOUR_KEY'.".into(),
+            GatewayError::InvalidApiKey => "Incorrect API key provided.".into(),
+            GatewayError::NotFound { method, path } => format!("Invalid URL ({method} {path})"),
+            GatewayError::MethodNotAllowed { method, path, allowed } => {
+                format!("Method {method} is not allowed on {path}; use {allowed}.")
+            }
+            GatewayError::RequestTimeout => "The request body was not received in time.".into(),
+            GatewayError::PayloadTooLarge { limit } => {
+                format!("The request body exceeds the limit of {limit} bytes.")
+            }
+            GatewayError::UnsupportedMediaType { content_type } => format!(
+                "Unsupported content type '{content_type}'; send the request body as application/json."
+            ),
+            GatewayError::UpstreamUnreachable => "The upstream provider could not be reached.".into(),
+            GatewayError::UpstreamInvalidResponse => {
+                "The upstream provider returned an invalid response.".into()
+            }
+            GatewayError::UpstreamTimeout => {
+                "The upstream provider did not respond in time.".into()
+            }
+            GatewayError::Config { setting, message } => {
+                format!("The gateway is misconfigured: {setting}: {message}")
+            }
+        }
+    }
+
+    /// Headers that belong with this error besides `content-type`.
+    pub fn extra_headers(&self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            GatewayError::MissingApiKey | GatewayError::InvalidApiKey => {
+                &[("www-authenticate", "Bearer")]
+            }
+            GatewayError::MethodNotAllowed { allowed, .. } => match *allowed {
+                "GET" => &[("allow", "GET")],
+                _ => &[("allow", "POST")],
+            },
+            _ => &[],
+        }
+    }
+
+    /// The OpenAI error body: `{"error":{"message","type","param","code"}}`.
+    pub fn body(&self) -> Vec<u8> {
+        render_error(&self.message(), self.kind().as_str(), self.param(), self.code())
+    }
+
+    /// The same error as one server-sent event, for failures after a stream has started.
+    pub fn sse_event(&self) -> Vec<u8> {
+        let mut out = b"data: ".to_vec();
+        out.extend_from_slice(&self.body());
+        out.extend_from_slice(b"\n\n");
+        out
+    }
+}
+
+impl std::fmt::Display for GatewayError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message())
+    }
+}
+
+impl std::error::Error for GatewayError {}
+
+#[derive(Serialize)]
+struct ErrorEnvelope<'a> {
+    error: ErrorBody<'a>,
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    message: &'a str,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    param: Option<&'a str>,
+    code: Option<&'a str>,
+}
+
+/// Renders any error in the OpenAI shape; also used for errors of kinds the enum does not hold.
+pub fn render_error(message: &str, kind: &str, param: Option<&str>, code: Option<&str>) -> Vec<u8> {
+    let envelope = ErrorEnvelope {
+        error: ErrorBody {
+            message,
+            kind,
+            param,
+            code,
+        },
+    };
+    // Serialising plain strings into a Vec cannot fail.
+    serde_json::to_vec(&envelope).unwrap_or_else(|_| b"{\"error\":{}}".to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all_errors() -> Vec<GatewayError> {
+        vec![
+            GatewayError::MalformedJson { detail: "x".into() },
+            GatewayError::MissingField { param: "model" },
+            GatewayError::InvalidField {
+                param: "stream".into(),
+                message: "bad".into(),
+            },
+            GatewayError::MissingApiKey,
+            GatewayError::InvalidApiKey,
+            GatewayError::NotFound {
+                method: "GET".into(),
+                path: "/x".into(),
+            },
+            GatewayError::MethodNotAllowed {
+                method: "GET".into(),
+                path: "/v1/chat/completions".into(),
+                allowed: "POST",
+            },
+            GatewayError::RequestTimeout,
+            GatewayError::PayloadTooLarge { limit: 10 },
+            GatewayError::UnsupportedMediaType {
+                content_type: "text/plain".into(),
+            },
+            GatewayError::UpstreamUnreachable,
+            GatewayError::UpstreamInvalidResponse,
+            GatewayError::UpstreamTimeout,
+            GatewayError::Config {
+                setting: "UPSTREAM_BASE_URL".into(),
+                message: "missing".into(),
+            },
+        ]
+    }
+
+    #[test]
+    fn every_error_renders_the_openai_shape_with_all_four_fields() {
+        for err in all_errors() {
+            let v: serde_json::Value = serde_json::from_slice(&err.body()).unwrap();
+            let e = v.get("error").and_then(|e| e.as_object()).unwrap();
+            assert!(e["message"].as_str().is_some_and(|m| !m.is_empty()));
+            assert!(e["type"].is_string());
+            assert!(e.contains_key("param"));
+            assert!(e.contains_key("code"));
+            assert!((400..600).contains(&err.status()));
+        }
+    }
+
+    #[test]
+    fn statuses_match_their_meaning() {
+        assert_eq!(GatewayError::InvalidApiKey.status(), 401);
+        assert_eq!(GatewayError::RequestTimeout.status(), 408);
+        assert_eq!(GatewayError::PayloadTooLarge { limit: 1 }.status(), 413);
+        assert_eq!(GatewayError::UpstreamTimeout.status(), 504);
+        assert_eq!(GatewayError::UpstreamUnreachable.status(), 502);
+    }
+
+    #[test]
+    fn sse_error_event_is_one_data_line_terminated_by_a_blank_line() {
+        let ev = GatewayError::UpstreamUnreachable.sse_event();
+        assert!(ev.starts_with(b"data: {\"error\""));
+        assert!(ev.ends_with(b"\n\n"));
+    }
+}

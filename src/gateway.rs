@@ -1,0 +1,339 @@
+//! The gateway's decisions for one request, as plain functions the runtimes call between their
+//! IO steps:
+//!
+//! 1. [`Gateway::admit`] with the request head: route, authentication, content type;
+//! 2. the runtime reads the body (bounded by [`Settings::max_body_bytes`] and
+//!    [`Settings::body_timeout_ms`]) when [`Admitted::reads_body`] says so;
+//! 3. [`Gateway::plan`]: answer locally ([`Plan::Reply`]) or call the upstream ([`Plan::Forward`]);
+//! 4. [`Gateway::response_mode`] with the upstream's status and content type: how the body
+//!    travels back (streamed with an SSE observer, read and checked, or passed through).
+
+use bytes::Bytes;
+use serde::Serialize;
+
+use crate::auth::ClientId;
+use crate::config::{ModelEntry, Settings};
+use crate::error::GatewayError;
+use crate::route::{self, Route};
+use crate::sse::{usage_of_json, Usage};
+use crate::validate::{self, check_content_type};
+
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RequestHead<'a> {
+    pub method: &'a str,
+    /// The path without the query string.
+    pub path: &'a str,
+    pub authorization: Option<&'a str>,
+    pub content_type: Option<&'a str>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Admitted {
+    pub route: Route,
+    pub client: Option<ClientId>,
+}
+
+impl Admitted {
+    pub fn reads_body(&self) -> bool {
+        self.route.has_body()
+    }
+}
+
+/// An answer the gateway gives without calling the upstream.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: Bytes,
+}
+
+/// A call to make to the upstream. The body sent is the client's, byte for byte.
+#[derive(Debug, Clone)]
+pub struct Forward {
+    pub method: &'static str,
+    pub url: String,
+    pub model: Option<String>,
+    pub stream: bool,
+}
+
+#[derive(Debug, Clone)]
+pub enum Plan {
+    Reply(Reply),
+    Forward(Forward),
+}
+
+/// How an upstream response body travels back to the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponseMode {
+    /// A successful event stream: chunks go to the client as they arrive, through an
+    /// [`crate::sse::SseObserver`].
+    Stream,
+    /// A successful non-streamed answer: read whole (bounded), checked to be JSON, then sent with
+    /// its length. A client cannot use half a JSON document, and the usage inside is accounted.
+    Buffered,
+    /// An upstream error: status, body and headers pass through as they are.
+    PassThrough,
+}
+
+pub struct Gateway {
+    settings: Settings,
+    runtime: &'static str,
+    upstream_authorization: Option<String>,
+    health_body: Bytes,
+    models_body: Option<Bytes>,
+}
+
+#[derive(Serialize)]
+struct Health<'a> {
+    status: &'static str,
+    version: &'static str,
+    runtime: &'a str,
+    region: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct ModelList<'a> {
+    object: &'static str,
+    data: Vec<ModelObject<'a>>,
+}
+
+#[derive(Serialize)]
+struct ModelObject<'a> {
+    id: &'a str,
+    object: &'static str,
+    created: u64,
+    owned_by: &'a str,
+}
+
+fn models_json(models: &[ModelEntry]) -> Bytes {
+    let list = ModelList {
+        object: "list",
+        data: models
+            .iter()
+            .map(|m| ModelObject {
+                id: &m.id,
+                object: "model",
+                created: m.created,
+                owned_by: &m.owned_by,
+            })
+            .collect(),
+    };
+    Bytes::from(serde_json::to_vec(&list).unwrap_or_default())
+}
+
+impl Gateway {
+    /// Builds everything that does not depend on a request once, at start-up.
+    pub fn new(settings: Settings, runtime: &'static str) -> Gateway {
+        let health = Health {
+            status: "ok",
+            version: VERSION,
+            runtime,
+            region: settings.region.as_deref(),
+        };
+        let health_body = Bytes::from(serde_json::to_vec(&health).unwrap_or_default());
+        let models_body = (!settings.models.is_empty()).then(|| models_json(&settings.models));
+        let upstream_authorization = settings
+            .upstream
+            .api_key
+            .as_ref()
+            .map(|k| format!("Bearer {k}"));
+        Gateway {
+            settings,
+            runtime,
+            upstream_authorization,
+            health_body,
+            models_body,
+        }
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    pub fn runtime(&self) -> &'static str {
+        self.runtime
+    }
+
+    /// The `Authorization` value for upstream calls, if the upstream needs a key.
+    pub fn upstream_authorization(&self) -> Option<&str> {
+        self.upstream_authorization.as_deref()
+    }
+
+    pub fn admit(&self, head: &RequestHead<'_>) -> Result<Admitted, GatewayError> {
+        let route = route::resolve(head.method, head.path)?;
+        let client = if route.requires_auth() {
+            Some(self.settings.keys.authenticate(head.authorization)?.clone())
+        } else {
+            None
+        };
+        if route.has_body() {
+            check_content_type(head.content_type)?;
+        }
+        Ok(Admitted { route, client })
+    }
+
+    pub fn plan(
+        &self,
+        admitted: &Admitted,
+        query: Option<&str>,
+        body: &[u8],
+    ) -> Result<Plan, GatewayError> {
+        match admitted.route {
+            Route::Health => Ok(Plan::Reply(Reply {
+                status: 200,
+                content_type: "application/json",
+                body: self.health_body.clone(),
+            })),
+            Route::Models => match &self.models_body {
+                Some(body) => Ok(Plan::Reply(Reply {
+                    status: 200,
+                    content_type: "application/json",
+                    body: body.clone(),
+                })),
+                None => Ok(Plan::Forward(Forward {
+                    method: "GET",
+                    url: self.upstream_url(Route::Models, query),
+                    model: None,
+                    stream: false,
+                })),
+            },
+            route => {
+                let req = validate::validate(route, body)?;
+                Ok(Plan::Forward(Forward {
+                    method: "POST",
+                    url: self.upstream_url(route, query),
+                    model: Some(req.model),
+                    stream: req.stream,
+                }))
+            }
+        }
+    }
+
+    fn upstream_url(&self, route: Route, query: Option<&str>) -> String {
+        let base = &self.settings.upstream.base_url;
+        let suffix = route.upstream_suffix();
+        match query.filter(|q| !q.is_empty()) {
+            Some(q) => format!("{base}{suffix}?{q}"),
+            None => format!("{base}{suffix}"),
+        }
+    }
+
+    pub fn response_mode(&self, status: u16, content_type: Option<&str>) -> ResponseMode {
+        if !(200..300).contains(&status) {
+            return ResponseMode::PassThrough;
+        }
+        let is_sse = content_type
+            .map(|c| c.trim_start().to_ascii_lowercase().starts_with("text/event-stream"))
+            .unwrap_or(false);
+        if is_sse {
+            ResponseMode::Stream
+        } else {
+            ResponseMode::Buffered
+        }
+    }
+
+    /// Checks a buffered upstream answer; returns the usage it reports.
+    pub fn check_buffered(&self, body: &[u8]) -> Result<Option<Usage>, GatewayError> {
+        if serde_json::from_slice::<serde::de::IgnoredAny>(body).is_err() {
+            return Err(GatewayError::UpstreamInvalidResponse);
+        }
+        Ok(usage_of_json(body))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gateway(config: &str) -> Gateway {
+        let settings = Settings::from_lookup(|k| match k {
+            "UPSTREAM_BASE_URL" => Some("http://up.example/v1".into()),
+            "UPSTREAM_API_KEY" => Some("sk-up".into()),
+            "GATEWAY_API_KEYS" => Some("client-1".into()),
+            "GATEWAY_CONFIG" => Some(config.into()),
+            "FLY_REGION" => Some("ams".into()),
+            _ => None,
+        })
+        .unwrap();
+        Gateway::new(settings, "test")
+    }
+
+    fn head<'a>(method: &'a str, path: &'a str, auth: Option<&'a str>) -> RequestHead<'a> {
+        RequestHead {
+            method,
+            path,
+            authorization: auth,
+            content_type: Some("application/json"),
+        }
+    }
+
+    #[test]
+    fn health_needs_no_key_and_names_version_and_region() {
+        let gw = gateway("{}");
+        let a = gw.admit(&head("GET", "/health", None)).unwrap();
+        let Plan::Reply(r) = gw.plan(&a, None, b"").unwrap() else { panic!() };
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(v["region"], "ams");
+        assert_eq!(v["version"], VERSION);
+    }
+
+    #[test]
+    fn inference_routes_need_a_valid_key_before_anything_else() {
+        let gw = gateway("{}");
+        assert_eq!(gw.admit(&head("POST", "/v1/chat/completions", None)).unwrap_err().status(), 401);
+        assert_eq!(gw.admit(&head("POST", "/v1/chat/completions", Some("Bearer nope"))).unwrap_err().status(), 401);
+        assert!(gw.admit(&head("POST", "/v1/chat/completions", Some("Bearer client-1"))).is_ok());
+    }
+
+    #[test]
+    fn chat_request_is_forwarded_to_the_matching_upstream_path_with_query() {
+        let gw = gateway("{}");
+        let a = gw.admit(&head("POST", "/v1/chat/completions", Some("Bearer client-1"))).unwrap();
+        let Plan::Forward(f) = gw
+            .plan(&a, Some("api-version=1"), br#"{"model":"m","messages":[{"role":"user","content":"x"}],"stream":true}"#)
+            .unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(f.url, "http://up.example/v1/chat/completions?api-version=1");
+        assert!(f.stream);
+        assert_eq!(f.model.as_deref(), Some("m"));
+        assert_eq!(gw.upstream_authorization(), Some("Bearer sk-up"));
+    }
+
+    #[test]
+    fn models_come_from_config_or_from_the_upstream() {
+        let gw = gateway(r#"{"models":[{"id":"gpt-x","owned_by":"me","created":5}]}"#);
+        let a = gw.admit(&head("GET", "/v1/models", Some("Bearer client-1"))).unwrap();
+        let Plan::Reply(r) = gw.plan(&a, None, b"").unwrap() else { panic!() };
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(v["object"], "list");
+        assert_eq!(v["data"][0]["id"], "gpt-x");
+        assert_eq!(v["data"][0]["object"], "model");
+        assert_eq!(v["data"][0]["owned_by"], "me");
+
+        let gw = gateway("{}");
+        let a = gw.admit(&head("GET", "/v1/models", Some("Bearer client-1"))).unwrap();
+        let Plan::Forward(f) = gw.plan(&a, None, b"").unwrap() else { panic!() };
+        assert_eq!(f.url, "http://up.example/v1/models");
+        assert_eq!(f.method, "GET");
+    }
+
+    #[test]
+    fn response_mode_streams_sse_buffers_json_and_passes_errors_through() {
+        let gw = gateway("{}");
+        assert_eq!(gw.response_mode(200, Some("text/event-stream; charset=utf-8")), ResponseMode::Stream);
+        assert_eq!(gw.response_mode(200, Some("application/json")), ResponseMode::Buffered);
+        assert_eq!(gw.response_mode(429, Some("application/json")), ResponseMode::PassThrough);
+        assert_eq!(gw.response_mode(500, Some("text/event-stream")), ResponseMode::PassThrough);
+    }
+
+    #[test]
+    fn garbage_upstream_answers_are_502() {
+        let gw = gateway("{}");
+        assert_eq!(gw.check_buffered(b"{\"id\": \"tru").unwrap_err().status(), 502);
+        assert_eq!(gw.check_buffered(br#"{"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}"#).unwrap().unwrap().total_tokens, 2);
+    }
+}

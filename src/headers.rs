@@ -1,0 +1,100 @@
+//! Which headers cross the gateway in each direction.
+//!
+//! Decided here once so that both runtimes forward exactly the same set. Everything not named is
+//! passed through, so provider-specific headers (`openai-beta`, `openai-organization`, rate-limit
+//! and `retry-after` headers) reach their destination without the gateway knowing them.
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1) and framing headers the runtimes set themselves.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+    "host",
+];
+
+/// Should a client's request header be sent upstream?
+///
+/// The client's `authorization` never is (the operator's key replaces it); nor are cookies,
+/// platform headers (`cf-*`, `fly-*`, `x-forwarded-*`), or `accept-encoding`: the gateway asks
+/// for identity encoding so that it can observe stream events as they pass.
+pub fn forward_to_upstream(name: &str) -> bool {
+    let name = name.trim();
+    !(HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
+        || name.eq_ignore_ascii_case("authorization")
+        || name.eq_ignore_ascii_case("cookie")
+        || name.eq_ignore_ascii_case("accept-encoding")
+        || name.eq_ignore_ascii_case("x-request-id")
+        || name.eq_ignore_ascii_case("x-real-ip")
+        || name.eq_ignore_ascii_case("forwarded")
+        || starts_with_ci(name, "cf-")
+        || starts_with_ci(name, "fly-")
+        || starts_with_ci(name, "x-forwarded-")
+        || starts_with_ci(name, "x-gateway-"))
+}
+
+/// Should an upstream response header be passed to the client?
+///
+/// `x-request-id` is the gateway's own (the upstream's is renamed, see
+/// [`UPSTREAM_REQUEST_ID`]); cookies and the upstream's server identity stay behind.
+pub fn forward_to_client(name: &str) -> bool {
+    let name = name.trim();
+    !(HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
+        || name.eq_ignore_ascii_case("set-cookie")
+        || name.eq_ignore_ascii_case("x-request-id")
+        || name.eq_ignore_ascii_case("server")
+        || name.eq_ignore_ascii_case("alt-svc")
+        || name.eq_ignore_ascii_case("via")
+        || name.eq_ignore_ascii_case("date")
+        || starts_with_ci(name, "cf-")
+        || starts_with_ci(name, "fly-")
+        || starts_with_ci(name, "x-gateway-"))
+}
+
+/// The header under which the upstream's own request id is passed back.
+pub const UPSTREAM_REQUEST_ID: &str = "x-upstream-request-id";
+pub const REQUEST_ID: &str = "x-request-id";
+
+fn starts_with_ci(name: &str, prefix: &str) -> bool {
+    name.as_bytes()
+        .get(..prefix.len())
+        .is_some_and(|head| head.eq_ignore_ascii_case(prefix.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_credentials_and_hop_by_hop_headers_stay_at_the_gateway() {
+        for h in ["Authorization", "cookie", "Connection", "Host", "content-length", "CF-Connecting-IP", "x-forwarded-for", "fly-region", "accept-encoding"] {
+            assert!(!forward_to_upstream(h), "{h}");
+        }
+        for h in ["content-type", "openai-beta", "openai-organization", "user-agent", "accept"] {
+            assert!(forward_to_upstream(h), "{h}");
+        }
+    }
+
+    #[test]
+    fn rate_limit_and_retry_headers_reach_the_client() {
+        for h in ["retry-after", "x-ratelimit-remaining-requests", "content-type", "openai-processing-ms"] {
+            assert!(forward_to_client(h), "{h}");
+        }
+        for h in ["set-cookie", "transfer-encoding", "x-request-id", "server", "content-length"] {
+            assert!(!forward_to_client(h), "{h}");
+        }
+    }
+
+    #[test]
+    fn short_and_non_ascii_names_do_not_panic() {
+        assert!(forward_to_upstream("c"));
+        assert!(forward_to_client("é"));
+        assert!(forward_to_upstream("cfé"));
+    }
+}

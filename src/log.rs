@@ -1,0 +1,93 @@
+//! The one JSON line written per request.
+
+use serde::Serialize;
+
+use crate::geo::ClientLocation;
+use crate::sse::Usage;
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RequestLog {
+    /// RFC 3339 with milliseconds, UTC.
+    pub time: String,
+    pub request_id: String,
+    pub runtime: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    #[serde(skip_serializing_if = "ClientLocation::is_empty")]
+    pub client_location: ClientLocation,
+    pub method: String,
+    pub path: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    pub stream: bool,
+    pub status: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_code: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream_ms: Option<f64>,
+    pub total_ms: f64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prompt_tokens: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub completion_tokens: Option<u64>,
+    /// For streams: whether it ended with `[DONE]`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stream_complete: Option<bool>,
+}
+
+impl RequestLog {
+    pub fn set_usage(&mut self, usage: Option<Usage>) {
+        if let Some(u) = usage {
+            self.prompt_tokens = Some(u.prompt_tokens);
+            self.completion_tokens = Some(u.completion_tokens);
+        }
+    }
+
+    pub fn to_line(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// Formats a Unix time in milliseconds as RFC 3339, without reading any clock.
+pub fn format_time(unix_ms: u64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(unix_ms);
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+/// Milliseconds between two readings of a runtime's clock, rounded to microseconds.
+pub fn elapsed_ms(start_ms: f64, end_ms: f64) -> f64 {
+    ((end_ms - start_ms).max(0.0) * 1000.0).round() / 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_is_rfc3339_with_millis() {
+        assert_eq!(format_time(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
+    }
+
+    #[test]
+    fn log_line_is_one_line_of_json_with_the_required_fields() {
+        let mut l = RequestLog {
+            request_id: "r\n1".into(),
+            method: "POST".into(),
+            path: "/v1/chat/completions".into(),
+            status: 200,
+            ..Default::default()
+        };
+        l.set_usage(Some(Usage { prompt_tokens: 1, completion_tokens: 2, total_tokens: 3 }));
+        let line = l.to_line();
+        assert!(!line.contains('\n'));
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        for k in ["time", "request_id", "method", "path", "status", "total_ms", "bytes_in", "bytes_out"] {
+            assert!(v.get(k).is_some(), "{k}");
+        }
+        assert_eq!(v["completion_tokens"], 2);
+    }
+}

@@ -1,0 +1,116 @@
+//! Which route a method and path select.
+
+use crate::error::GatewayError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    Health,
+    Models,
+    ChatCompletions,
+    Completions,
+    Embeddings,
+}
+
+impl Route {
+    /// The path below the upstream's base URL (which already ends in `/v1`).
+    pub fn upstream_suffix(self) -> &'static str {
+        match self {
+            Route::Health => "",
+            Route::Models => "/models",
+            Route::ChatCompletions => "/chat/completions",
+            Route::Completions => "/completions",
+            Route::Embeddings => "/embeddings",
+        }
+    }
+
+    /// Routes whose body is an inference request forwarded upstream.
+    pub fn has_body(self) -> bool {
+        matches!(
+            self,
+            Route::ChatCompletions | Route::Completions | Route::Embeddings
+        )
+    }
+
+    pub fn requires_auth(self) -> bool {
+        !matches!(self, Route::Health)
+    }
+
+    fn method(self) -> &'static str {
+        if self.has_body() {
+            "POST"
+        } else {
+            "GET"
+        }
+    }
+}
+
+/// Resolves a route; the path must not include the query string.
+pub fn resolve(method: &str, path: &str) -> Result<Route, GatewayError> {
+    let trimmed = if path.len() > 1 {
+        path.trim_end_matches('/')
+    } else {
+        path
+    };
+    let route = match trimmed {
+        "/health" => Route::Health,
+        "/v1/models" => Route::Models,
+        "/v1/chat/completions" => Route::ChatCompletions,
+        "/v1/completions" => Route::Completions,
+        "/v1/embeddings" => Route::Embeddings,
+        _ => {
+            return Err(GatewayError::NotFound {
+                method: method.to_string(),
+                path: truncate(path),
+            })
+        }
+    };
+    let allowed = route.method();
+    let ok = method == allowed || (allowed == "GET" && method == "HEAD");
+    if !ok {
+        return Err(GatewayError::MethodNotAllowed {
+            method: truncate(method),
+            path: trimmed.to_string(),
+            allowed,
+        });
+    }
+    Ok(route)
+}
+
+// Paths are echoed in error messages; keep them short.
+fn truncate(s: &str) -> String {
+    match s.char_indices().nth(200) {
+        Some((i, _)) => format!("{}...", &s[..i]),
+        None => s.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_routes_resolve_with_their_methods() {
+        assert_eq!(resolve("POST", "/v1/chat/completions"), Ok(Route::ChatCompletions));
+        assert_eq!(resolve("POST", "/v1/chat/completions/"), Ok(Route::ChatCompletions));
+        assert_eq!(resolve("POST", "/v1/embeddings"), Ok(Route::Embeddings));
+        assert_eq!(resolve("POST", "/v1/completions"), Ok(Route::Completions));
+        assert_eq!(resolve("GET", "/v1/models"), Ok(Route::Models));
+        assert_eq!(resolve("GET", "/health"), Ok(Route::Health));
+        assert_eq!(resolve("HEAD", "/health"), Ok(Route::Health));
+    }
+
+    #[test]
+    fn unknown_paths_are_404_and_wrong_methods_405() {
+        assert_eq!(resolve("GET", "/v2/x").unwrap_err().status(), 404);
+        assert_eq!(resolve("GET", "/").unwrap_err().status(), 404);
+        assert_eq!(resolve("GET", "/v1/chat/completions").unwrap_err().status(), 405);
+        assert_eq!(resolve("DELETE", "/v1/models").unwrap_err().status(), 405);
+    }
+
+    #[test]
+    fn long_paths_are_truncated_in_messages() {
+        let long = format!("/{}", "é".repeat(5000));
+        let msg = resolve("GET", &long).unwrap_err().message();
+        assert!(msg.len() < 600);
+    }
+}

@@ -1,0 +1,199 @@
+//! An incremental observer of server-sent event streams.
+//!
+//! The runtimes hand every chunk to [`SseObserver::observe`] as it passes through to the client;
+//! the observer never holds more than one incomplete line, so a stream is never collected. It
+//! notices `data: [DONE]`, error events and the usage chunk, which is what logs, accounting and
+//! the decision about a stream that ended early need.
+
+use serde::Deserialize;
+
+/// Token counts reported by the upstream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub struct Usage {
+    #[serde(default)]
+    pub prompt_tokens: u64,
+    #[serde(default)]
+    pub completion_tokens: u64,
+    #[serde(default)]
+    pub total_tokens: u64,
+}
+
+#[derive(Deserialize)]
+struct UsageCarrier {
+    usage: Option<Usage>,
+}
+
+/// Reads usage from a complete JSON response body, if it has one.
+pub fn usage_of_json(body: &[u8]) -> Option<Usage> {
+    serde_json::from_slice::<UsageCarrier>(body).ok()?.usage
+}
+
+// An incomplete line longer than this is not kept: nothing the observer looks for is that long
+// except a usage chunk, and losing usage on a pathological stream is better than unbounded memory.
+const MAX_PENDING_LINE: usize = 64 * 1024;
+
+#[derive(Debug, Default)]
+pub struct SseObserver {
+    pending: Vec<u8>,
+    overflowed: bool,
+    events: u64,
+    saw_done: bool,
+    saw_error: bool,
+    usage: Option<Usage>,
+}
+
+impl SseObserver {
+    pub fn new() -> SseObserver {
+        SseObserver::default()
+    }
+
+    pub fn observe(&mut self, mut chunk: &[u8]) {
+        while let Some(pos) = chunk.iter().position(|&b| b == b'\n') {
+            let head = &chunk[..pos];
+            chunk = &chunk[pos + 1..];
+            if self.overflowed {
+                // The tail of a line too long to keep.
+                self.overflowed = false;
+            } else if self.pending.is_empty() {
+                self.line(head);
+            } else {
+                let mut line = std::mem::take(&mut self.pending);
+                line.extend_from_slice(head);
+                self.line(&line);
+                line.clear();
+                self.pending = line;
+            }
+        }
+        if !chunk.is_empty() && !self.overflowed {
+            if self.pending.len() + chunk.len() > MAX_PENDING_LINE {
+                self.pending.clear();
+                self.overflowed = true;
+            } else {
+                self.pending.extend_from_slice(chunk);
+            }
+        }
+    }
+
+    fn line(&mut self, line: &[u8]) {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let Some(data) = line.strip_prefix(b"data:") else {
+            if line.starts_with(b"event: error") || line.starts_with(b"event:error") {
+                self.saw_error = true;
+            }
+            return;
+        };
+        let data = data.strip_prefix(b" ").unwrap_or(data);
+        self.events += 1;
+        if data == b"[DONE]" {
+            self.saw_done = true;
+            return;
+        }
+        if data.starts_with(b"{\"error\"") {
+            self.saw_error = true;
+            return;
+        }
+        // Only the usage chunk is parsed; ordinary deltas are not.
+        if memfind(data, b"\"usage\":{").is_some() || memfind(data, b"\"usage\": {").is_some() {
+            if let Some(u) = usage_of_json(data) {
+                self.usage = Some(u);
+            }
+        }
+    }
+
+    pub fn events(&self) -> u64 {
+        self.events
+    }
+
+    pub fn saw_done(&self) -> bool {
+        self.saw_done
+    }
+
+    pub fn saw_error(&self) -> bool {
+        self.saw_error
+    }
+
+    pub fn usage(&self) -> Option<Usage> {
+        self.usage
+    }
+
+    /// A stream that ended without `[DONE]` and without an error event of its own was cut off;
+    /// the client is told so with an error event rather than a silent end.
+    pub fn needs_termination_error(&self) -> bool {
+        !self.saw_done && !self.saw_error
+    }
+}
+
+fn memfind(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STREAM: &str = "data: {\"id\":\"1\",\"choices\":[{\"delta\":{\"content\":\"Hel\"}}]}\n\n\
+data: {\"id\":\"1\",\"choices\":[{\"delta\":{\"content\":\"lo\"}}]}\n\n\
+data: {\"id\":\"1\",\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2,\"total_tokens\":5}}\n\n\
+data: [DONE]\n\n";
+
+    #[test]
+    fn sees_done_and_usage_whole() {
+        let mut o = SseObserver::new();
+        o.observe(STREAM.as_bytes());
+        assert!(o.saw_done());
+        assert_eq!(o.events(), 4);
+        assert_eq!(o.usage().unwrap().total_tokens, 5);
+        assert!(!o.needs_termination_error());
+    }
+
+    #[test]
+    fn same_result_whatever_the_chunk_boundaries() {
+        for size in 1..20 {
+            let mut o = SseObserver::new();
+            for c in STREAM.as_bytes().chunks(size) {
+                o.observe(c);
+            }
+            assert!(o.saw_done(), "chunk size {size}");
+            assert_eq!(o.events(), 4);
+            assert_eq!(o.usage().unwrap().prompt_tokens, 3);
+        }
+    }
+
+    #[test]
+    fn crlf_lines_are_understood() {
+        let mut o = SseObserver::new();
+        o.observe(b"data: [DONE]\r\n\r\n");
+        assert!(o.saw_done());
+    }
+
+    #[test]
+    fn cut_off_stream_needs_an_error_event_but_upstream_error_does_not() {
+        let mut o = SseObserver::new();
+        o.observe(b"data: {\"choices\":[]}\n\ndata: {\"cho");
+        assert!(o.needs_termination_error());
+        let mut o = SseObserver::new();
+        o.observe(b"data: {\"error\":{\"message\":\"x\"}}\n\n");
+        assert!(o.saw_error());
+        assert!(!o.needs_termination_error());
+    }
+
+    #[test]
+    fn an_endless_line_does_not_grow_memory() {
+        let mut o = SseObserver::new();
+        let chunk = vec![b'a'; 4096];
+        for _ in 0..100 {
+            o.observe(&chunk);
+        }
+        assert!(o.pending.len() <= MAX_PENDING_LINE);
+        o.observe(b"\ndata: [DONE]\n");
+        assert!(o.saw_done());
+    }
+
+    #[test]
+    fn usage_of_json_reads_a_completion_body() {
+        let u = usage_of_json(br#"{"id":"x","usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}}"#);
+        assert_eq!(u.unwrap().completion_tokens, 2);
+        assert_eq!(usage_of_json(b"{}"), None);
+        assert_eq!(usage_of_json(b"garbage"), None);
+    }
+}
