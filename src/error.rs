@@ -47,6 +47,8 @@ pub enum GatewayError {
     UpstreamInvalidResponse,
     /// The upstream did not answer within the configured time.
     UpstreamTimeout,
+    /// A stream that had started ended without `[DONE]` (sent as an SSE error event).
+    UpstreamStreamInterrupted,
     /// A setting is missing or invalid; names the setting.
     Config { setting: String, message: String },
 }
@@ -63,7 +65,9 @@ impl GatewayError {
             GatewayError::RequestTimeout => 408,
             GatewayError::PayloadTooLarge { .. } => 413,
             GatewayError::UnsupportedMediaType { .. } => 415,
-            GatewayError::UpstreamUnreachable | GatewayError::UpstreamInvalidResponse => 502,
+            GatewayError::UpstreamUnreachable
+            | GatewayError::UpstreamInvalidResponse
+            | GatewayError::UpstreamStreamInterrupted => 502,
             GatewayError::UpstreamTimeout => 504,
             GatewayError::Config { .. } => 500,
         }
@@ -75,6 +79,7 @@ impl GatewayError {
             GatewayError::UpstreamUnreachable
             | GatewayError::UpstreamInvalidResponse
             | GatewayError::UpstreamTimeout
+            | GatewayError::UpstreamStreamInterrupted
             | GatewayError::Config { .. } => ErrorKind::Api,
             _ => ErrorKind::InvalidRequest,
         }
@@ -95,6 +100,7 @@ impl GatewayError {
             GatewayError::UpstreamUnreachable => "upstream_unreachable",
             GatewayError::UpstreamInvalidResponse => "upstream_invalid_response",
             GatewayError::UpstreamTimeout => "upstream_timeout",
+            GatewayError::UpstreamStreamInterrupted => "upstream_stream_interrupted",
             GatewayError::Config { .. } => "gateway_misconfigured",
         })
     }
@@ -135,6 +141,9 @@ impl GatewayError {
             }
             GatewayError::UpstreamTimeout => {
                 "The upstream provider did not respond in time.".into()
+            }
+            GatewayError::UpstreamStreamInterrupted => {
+                "The upstream provider's stream ended before it was complete.".into()
             }
             GatewayError::Config { setting, message } => {
                 format!("The gateway is misconfigured: {setting}: {message}")
@@ -237,6 +246,7 @@ mod tests {
             GatewayError::UpstreamUnreachable,
             GatewayError::UpstreamInvalidResponse,
             GatewayError::UpstreamTimeout,
+            GatewayError::UpstreamStreamInterrupted,
             GatewayError::Config {
                 setting: "UPSTREAM_BASE_URL".into(),
                 message: "missing".into(),

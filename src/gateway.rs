@@ -174,6 +174,15 @@ impl Gateway {
         Ok(Admitted { route, client })
     }
 
+    /// Rejects a body whose declared length is over the limit before any of it is read.
+    pub fn check_declared_length(&self, declared: Option<u64>) -> Result<(), GatewayError> {
+        let limit = self.settings.max_body_bytes;
+        match declared {
+            Some(n) if n > limit => Err(GatewayError::PayloadTooLarge { limit }),
+            _ => Ok(()),
+        }
+    }
+
     pub fn plan(
         &self,
         admitted: &Admitted,

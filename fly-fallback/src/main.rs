@@ -1,1 +1,58 @@
-fn main() {}
+//! fly-fallback: the native runtime. It reads settings from the environment, accepts HTTP
+//! connections, and does the IO the core's decisions call for. No gateway decision lives here.
+
+mod body;
+mod proxy;
+mod server;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ai_edge_gateway::{Gateway, Settings};
+
+const DEFAULT_PORT: u16 = 8080;
+const DEFAULT_GRACE_SECS: u64 = 25;
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+fn fail(setting: &str, message: &str) -> ! {
+    eprintln!("fly-fallback: invalid configuration: {setting}: {message}");
+    std::process::exit(2);
+}
+
+fn parse_env<T: std::str::FromStr>(name: &str, default: T) -> T {
+    match env(name) {
+        None => default,
+        Some(v) => v
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| fail(name, &format!("'{v}' is not a valid number"))),
+    }
+}
+
+fn main() {
+    let settings = match Settings::from_lookup(env) {
+        Ok(s) => s,
+        Err(ai_edge_gateway::GatewayError::Config { setting, message }) => fail(&setting, &message),
+        Err(other) => fail("configuration", &other.message()),
+    };
+    let port: u16 = parse_env("PORT", DEFAULT_PORT);
+    let grace = Duration::from_secs(parse_env("SHUTDOWN_GRACE_SECS", DEFAULT_GRACE_SECS));
+    let host = env("BIND_ADDR").unwrap_or_else(|| "0.0.0.0".into());
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("fly-fallback: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let gateway = Arc::new(Gateway::new(settings, "fly-fallback"));
+    let result = runtime.block_on(server::serve(gateway, &host, port, grace));
+    if let Err(e) = result {
+        eprintln!("fly-fallback: {e}");
+        std::process::exit(1);
+    }
+}
