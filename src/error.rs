@@ -49,6 +49,8 @@ pub enum GatewayError {
     UpstreamTimeout,
     /// A stream that had started ended without `[DONE]` (sent as an SSE error event).
     UpstreamStreamInterrupted,
+    /// A failure inside the gateway that no client input explains.
+    Internal { message: String },
     /// A setting is missing or invalid; names the setting.
     Config { setting: String, message: String },
 }
@@ -69,7 +71,7 @@ impl GatewayError {
             | GatewayError::UpstreamInvalidResponse
             | GatewayError::UpstreamStreamInterrupted => 502,
             GatewayError::UpstreamTimeout => 504,
-            GatewayError::Config { .. } => 500,
+            GatewayError::Config { .. } | GatewayError::Internal { .. } => 500,
         }
     }
 
@@ -80,6 +82,7 @@ impl GatewayError {
             | GatewayError::UpstreamInvalidResponse
             | GatewayError::UpstreamTimeout
             | GatewayError::UpstreamStreamInterrupted
+            | GatewayError::Internal { .. }
             | GatewayError::Config { .. } => ErrorKind::Api,
             _ => ErrorKind::InvalidRequest,
         }
@@ -102,6 +105,7 @@ impl GatewayError {
             GatewayError::UpstreamTimeout => "upstream_timeout",
             GatewayError::UpstreamStreamInterrupted => "upstream_stream_interrupted",
             GatewayError::Config { .. } => "gateway_misconfigured",
+            GatewayError::Internal { .. } => "internal_error",
         })
     }
 
@@ -145,6 +149,7 @@ impl GatewayError {
             GatewayError::UpstreamStreamInterrupted => {
                 "The upstream provider's stream ended before it was complete.".into()
             }
+            GatewayError::Internal { message } => format!("Internal gateway error: {message}"),
             GatewayError::Config { setting, message } => {
                 format!("The gateway is misconfigured: {setting}: {message}")
             }
@@ -247,6 +252,7 @@ mod tests {
             GatewayError::UpstreamInvalidResponse,
             GatewayError::UpstreamTimeout,
             GatewayError::UpstreamStreamInterrupted,
+            GatewayError::Internal { message: "x".into() },
             GatewayError::Config {
                 setting: "UPSTREAM_BASE_URL".into(),
                 message: "missing".into(),

@@ -1,0 +1,326 @@
+//! The edge runtime: the gateway as a Cloudflare Worker (wasm32 only).
+//!
+//! A thin adapter: it converts requests and responses, calls upstreams with `Fetch`, reads env
+//! bindings, and asks the core ([`crate::Gateway`]) for every decision. Errors never escape as
+//! the platform's bare 500: everything becomes an OpenAI-shaped response.
+
+mod location;
+mod settings;
+mod stream;
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use futures_util::future::{select, Either};
+use futures_util::StreamExt;
+use worker::{
+    event, AbortController, Context, Delay, Env, Fetch, Headers, Method, Request, RequestInit,
+    Response, ResponseBody,
+};
+
+use crate::error::GatewayError;
+use crate::gateway::{Forward, Plan, RequestHead, ResponseMode};
+use crate::headers;
+use crate::log::{elapsed_ms, format_time, RequestLog};
+use crate::request_id;
+use crate::Gateway;
+
+use self::stream::{EdgeLog, TappedStream};
+
+#[event(start)]
+fn start() {
+    console_error_panic_hook::set_once();
+}
+
+#[event(fetch)]
+async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response> {
+    let _ = &ctx;
+    let start = js_sys::Date::now();
+    let request_id = request_id::choose(
+        req.headers().get(headers::REQUEST_ID).ok().flatten().as_deref(),
+        random16(),
+    );
+    let location = location::of(&req);
+    let mut log = RequestLog {
+        time: format_time(start.max(0.0) as u64),
+        request_id,
+        runtime: "worker",
+        method: req.method().to_string(),
+        path: req.path().chars().take(200).collect(),
+        client_location: location,
+        ..Default::default()
+    };
+
+    let outcome = match settings::gateway(&env) {
+        Ok(gw) => {
+            log.region = gw.settings().region.clone();
+            handle(&gw, req, &mut log, start).await
+        }
+        Err(err) => Err(err),
+    };
+
+    let mut edge_log = EdgeLog::new(log, start);
+    let response = match outcome {
+        Ok(Outcome::Full { status, headers, body }) => {
+            edge_log.log.status = status;
+            edge_log.log.bytes_out = body.len() as u64;
+            drop(edge_log);
+            Response::from_bytes(body).map(|r| r.with_status(status).with_headers(headers))
+        }
+        Ok(Outcome::Passed { status, headers, body }) => {
+            edge_log.log.status = status;
+            edge_log.log.bytes_out = headers
+                .get("content-length")
+                .ok()
+                .flatten()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            drop(edge_log);
+            Response::from_body(body).map(|r| r.with_status(status).with_headers(headers))
+        }
+        Ok(Outcome::Streamed { status, headers, body }) => {
+            edge_log.log.status = status;
+            let tapped = TappedStream::new(body, edge_log);
+            Response::from_stream(tapped).map(|r| r.with_status(status).with_headers(headers))
+        }
+        Err(err) => {
+            edge_log.log.status = err.status();
+            edge_log.log.error_code = err.code().map(str::to_string);
+            let body = err.body();
+            edge_log.log.bytes_out = body.len() as u64;
+            let request_id = edge_log.log.request_id.clone();
+            drop(edge_log);
+            return Ok(error_response(&err, &request_id));
+        }
+    };
+    match response {
+        Ok(r) => Ok(r),
+        Err(e) => Ok(error_response(
+            &GatewayError::Internal {
+                message: format!("could not build the response: {e}"),
+            },
+            "",
+        )),
+    }
+}
+
+fn error_response(err: &GatewayError, request_id: &str) -> Response {
+    let headers = Headers::new();
+    let _ = headers.set("content-type", "application/json");
+    for (k, v) in err.extra_headers() {
+        let _ = headers.set(k, v);
+    }
+    if !request_id.is_empty() {
+        let _ = headers.set(headers::REQUEST_ID, request_id);
+    }
+    match Response::from_bytes(err.body()) {
+        Ok(r) => r.with_status(err.status()).with_headers(headers),
+        // Building a byte response cannot realistically fail; if it does, an empty one with the
+        // right status is still better than the platform's HTML error page.
+        Err(_) => Response::empty()
+            .map(|r| r.with_status(err.status()))
+            .unwrap_or_else(|_| Response::builder().with_status(500).empty()),
+    }
+}
+
+fn random16() -> [u8; 16] {
+    let mut b = [0u8; 16];
+    let _ = getrandom::fill(&mut b);
+    b
+}
+
+enum Outcome {
+    /// Bytes the gateway has in hand.
+    Full { status: u16, headers: Headers, body: Vec<u8> },
+    /// The upstream's body handed to the platform untouched (no copy through wasm).
+    Passed { status: u16, headers: Headers, body: ResponseBody },
+    /// An event stream, observed chunk by chunk on its way to the client.
+    Streamed { status: u16, headers: Headers, body: worker::ByteStream },
+}
+
+async fn handle(
+    gw: &Rc<Gateway>,
+    mut req: Request,
+    log: &mut RequestLog,
+    start: f64,
+) -> Result<Outcome, GatewayError> {
+    let method = req.method().to_string();
+    let path = req.path();
+    let authorization = req.headers().get("authorization").ok().flatten();
+    let content_type = req.headers().get("content-type").ok().flatten();
+    let head = RequestHead {
+        method: &method,
+        path: &path,
+        authorization: authorization.as_deref(),
+        content_type: content_type.as_deref(),
+    };
+    let admitted = gw.admit(&head)?;
+    log.client = admitted.client.as_ref().map(|c| c.0.clone());
+
+    let body = if admitted.reads_body() {
+        let declared = req
+            .headers()
+            .get("content-length")
+            .ok()
+            .flatten()
+            .and_then(|v| v.trim().parse().ok());
+        gw.check_declared_length(declared)?;
+        read_body(gw, &mut req).await?
+    } else {
+        Vec::new()
+    };
+    log.bytes_in = body.len() as u64;
+
+    let url = req.inner().url();
+    let query = url.split_once('?').map(|(_, q)| q.split('#').next().unwrap_or(q));
+    match gw.plan(&admitted, query, &body)? {
+        Plan::Reply(reply) => {
+            let headers = Headers::new();
+            let _ = headers.set("content-type", reply.content_type);
+            set_request_id(&headers, log);
+            Ok(Outcome::Full {
+                status: reply.status,
+                headers,
+                body: reply.body.to_vec(),
+            })
+        }
+        Plan::Forward(forward) => {
+            log.model = forward.model.clone();
+            log.stream = forward.stream;
+            call_upstream(gw, &req, forward, body, log, start).await
+        }
+    }
+}
+
+fn set_request_id(headers: &Headers, log: &RequestLog) {
+    let _ = headers.set(headers::REQUEST_ID, &log.request_id);
+}
+
+/// Reads the client's body, failing with 413 past the limit and 408 past the body timeout.
+async fn read_body(gw: &Gateway, req: &mut Request) -> Result<Vec<u8>, GatewayError> {
+    let settings = gw.settings();
+    let limit = settings.max_body_bytes;
+    let mut stream = match req.stream() {
+        Ok(s) => s,
+        Err(_) => return Ok(Vec::new()), // no body at all
+    };
+    let read = async move {
+        let mut body = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|_| GatewayError::MalformedJson {
+                detail: "the request body could not be read".into(),
+            })?;
+            if (body.len() + chunk.len()) as u64 > limit {
+                return Err(GatewayError::PayloadTooLarge { limit });
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    };
+    let timeout = Delay::from(Duration::from_millis(settings.body_timeout_ms));
+    match select(Box::pin(read), timeout).await {
+        Either::Left((result, _)) => result,
+        Either::Right(_) => Err(GatewayError::RequestTimeout),
+    }
+}
+
+async fn call_upstream(
+    gw: &Gateway,
+    req: &Request,
+    forward: Forward,
+    body: Vec<u8>,
+    log: &mut RequestLog,
+    start: f64,
+) -> Result<Outcome, GatewayError> {
+    let up_headers = Headers::new();
+    for (name, value) in req.headers().entries() {
+        if headers::forward_to_upstream(&name) {
+            let _ = up_headers.append(&name, &value);
+        }
+    }
+    if let Some(auth) = gw.upstream_authorization() {
+        let _ = up_headers.set("authorization", auth);
+    }
+    let _ = up_headers.set("accept-encoding", "identity");
+    set_request_id(&up_headers, log);
+
+    let mut init = RequestInit::new();
+    init.with_method(if forward.method == "GET" { Method::Get } else { Method::Post })
+        .with_headers(up_headers);
+    if forward.method != "GET" {
+        init.with_body(Some(js_sys::Uint8Array::from(body.as_slice()).into()));
+    }
+    let upstream_req = Request::new_with_init(&forward.url, &init)
+        .map_err(|_| GatewayError::UpstreamUnreachable)?;
+
+    let settings = gw.settings();
+    let controller = AbortController::default();
+    let signal = controller.signal();
+    let sent = js_sys::Date::now();
+    let send = async move { Fetch::Request(upstream_req).send_with_signal(&signal).await };
+    let timeout = Delay::from(Duration::from_millis(settings.upstream_timeout_ms));
+    let mut upstream = match select(Box::pin(send), timeout).await {
+        Either::Left((Ok(r), _)) => r,
+        Either::Left((Err(_), _)) => return Err(GatewayError::UpstreamUnreachable),
+        Either::Right(_) => {
+            controller.abort();
+            return Err(GatewayError::UpstreamTimeout);
+        }
+    };
+    log.upstream_ms = Some(elapsed_ms(sent, js_sys::Date::now()));
+
+    let status = upstream.status_code();
+    let out = Headers::new();
+    for (name, value) in upstream.headers().entries() {
+        if headers::forward_to_client(&name) {
+            let _ = out.append(&name, &value);
+        }
+    }
+    if let Ok(Some(id)) = upstream.headers().get(headers::REQUEST_ID) {
+        let _ = out.set(headers::UPSTREAM_REQUEST_ID, &id);
+    }
+    set_request_id(&out, log);
+
+    let content_type = upstream.headers().get("content-type").ok().flatten();
+    match gw.response_mode(status, content_type.as_deref()) {
+        ResponseMode::Stream => {
+            let body = upstream
+                .stream()
+                .map_err(|_| GatewayError::UpstreamInvalidResponse)?;
+            Ok(Outcome::Streamed { status, headers: out, body })
+        }
+        ResponseMode::PassThrough => {
+            if let Ok(Some(len)) = upstream.headers().get("content-length") {
+                let _ = out.set("content-length", &len);
+            }
+            let (_, body) = upstream.into_parts();
+            Ok(Outcome::Passed { status, headers: out, body })
+        }
+        ResponseMode::Buffered => {
+            let limit = settings.max_upstream_response_bytes;
+            let remaining = settings.upstream_timeout_ms as f64 - (js_sys::Date::now() - start);
+            let mut stream = upstream
+                .stream()
+                .map_err(|_| GatewayError::UpstreamInvalidResponse)?;
+            let read = async move {
+                let mut bytes = Vec::new();
+                while let Some(chunk) = stream.next().await {
+                    let chunk = chunk.map_err(|_| GatewayError::UpstreamInvalidResponse)?;
+                    if (bytes.len() + chunk.len()) as u64 > limit {
+                        return Err(GatewayError::UpstreamInvalidResponse);
+                    }
+                    bytes.extend_from_slice(&chunk);
+                }
+                Ok(bytes)
+            };
+            let timeout = Delay::from(Duration::from_millis(remaining.max(1.0) as u64));
+            let bytes = match select(Box::pin(read), timeout).await {
+                Either::Left((result, _)) => result?,
+                Either::Right(_) => return Err(GatewayError::UpstreamTimeout),
+            };
+            let usage = gw.check_buffered(&bytes)?;
+            log.set_usage(usage);
+            Ok(Outcome::Full { status, headers: out, body: bytes })
+        }
+    }
+}

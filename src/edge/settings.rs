@@ -1,0 +1,40 @@
+//! Settings from the Worker's env (`[vars]` and secrets), read once per isolate.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use worker::Env;
+
+use crate::error::GatewayError;
+use crate::{Gateway, Settings};
+
+thread_local! {
+    // An isolate's env does not change while it lives (new vars or secrets mean a new
+    // deployment), so the parsed settings and precomputed responses are built once.
+    static GATEWAY: RefCell<Option<Rc<Gateway>>> = const { RefCell::new(None) };
+}
+
+/// Reads a binding as a string: plain vars and secrets are strings; a `[vars]` table (which
+/// wrangler passes as an object) is turned back into JSON.
+fn lookup(env: &Env, name: &str) -> Option<String> {
+    if let Ok(v) = env.var(name) {
+        return Some(v.to_string());
+    }
+    if let Ok(v) = env.secret(name) {
+        return Some(v.to_string());
+    }
+    env.object_var::<serde_json::Value>(name)
+        .ok()
+        .map(|v| v.to_string())
+}
+
+pub fn gateway(env: &Env) -> Result<Rc<Gateway>, GatewayError> {
+    if let Some(gw) = GATEWAY.with(|g| g.borrow().clone()) {
+        return Ok(gw);
+    }
+    // Invalid settings are not cached: the next request reports them again, naming the setting.
+    let settings = Settings::from_lookup(|name| lookup(env, name))?;
+    let gw = Rc::new(Gateway::new(settings, "worker"));
+    GATEWAY.with(|g| *g.borrow_mut() = Some(gw.clone()));
+    Ok(gw)
+}

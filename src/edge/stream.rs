@@ -1,0 +1,95 @@
+//! An upstream event stream on its way to the client: each chunk is handed on as it arrives,
+//! observed by the core's [`SseObserver`]; when the stream ends without `[DONE]`, the core's
+//! error event is appended. The request's log line is written when the stream ends or is dropped
+//! (client gone), so its figures cover the whole stream.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use futures_util::Stream;
+use worker::ByteStream;
+
+use crate::error::GatewayError;
+use crate::log::{elapsed_ms, RequestLog};
+use crate::sse::SseObserver;
+
+/// Writes one log line, once, when dropped.
+pub struct EdgeLog {
+    pub log: RequestLog,
+    start: f64,
+}
+
+impl EdgeLog {
+    pub fn new(log: RequestLog, start: f64) -> EdgeLog {
+        EdgeLog { log, start }
+    }
+}
+
+impl Drop for EdgeLog {
+    fn drop(&mut self) {
+        self.log.total_ms = elapsed_ms(self.start, js_sys::Date::now());
+        worker::console_log!("{}", self.log.to_line());
+    }
+}
+
+pub struct TappedStream {
+    inner: ByteStream,
+    observer: SseObserver,
+    tail: Option<Vec<u8>>,
+    ended: bool,
+    log: EdgeLog,
+}
+
+impl TappedStream {
+    pub fn new(inner: ByteStream, log: EdgeLog) -> TappedStream {
+        TappedStream {
+            inner,
+            observer: SseObserver::new(),
+            tail: None,
+            ended: false,
+            log,
+        }
+    }
+
+    fn finish(&mut self) {
+        self.ended = true;
+        self.log.log.stream_complete = Some(self.observer.saw_done());
+        self.log.log.set_usage(self.observer.usage());
+        if self.observer.needs_termination_error() {
+            self.tail = Some(GatewayError::UpstreamStreamInterrupted.sse_event());
+        }
+    }
+}
+
+impl Stream for TappedStream {
+    type Item = worker::Result<Vec<u8>>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if let Some(tail) = this.tail.take() {
+            this.log.log.bytes_out += tail.len() as u64;
+            return Poll::Ready(Some(Ok(tail)));
+        }
+        if this.ended {
+            return Poll::Ready(None);
+        }
+        match Pin::new(&mut this.inner).poll_next(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(Ok(chunk))) => {
+                this.observer.observe(&chunk);
+                this.log.log.bytes_out += chunk.len() as u64;
+                Poll::Ready(Some(Ok(chunk)))
+            }
+            Poll::Ready(Some(Err(_))) | Poll::Ready(None) => {
+                this.finish();
+                match this.tail.take() {
+                    Some(tail) => {
+                        this.log.log.bytes_out += tail.len() as u64;
+                        Poll::Ready(Some(Ok(tail)))
+                    }
+                    None => Poll::Ready(None),
+                }
+            }
+        }
+    }
+}
