@@ -7,6 +7,7 @@
 use serde::Deserialize;
 
 use crate::auth::KeyRing;
+use crate::cache::CacheSettings;
 use crate::error::GatewayError;
 
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 10 * 1024 * 1024;
@@ -42,6 +43,82 @@ pub struct GatewayConfig {
     /// Largest non-streamed upstream body the gateway reads to check and account for.
     #[serde(default)]
     pub max_upstream_response_bytes: Option<u64>,
+    /// The deterministic-response cache (see [`crate::cache`]).
+    #[serde(default)]
+    pub cache: CacheConfig,
+}
+
+/// `"cache"` in `GATEWAY_CONFIG`. Every field is optional.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CacheConfig {
+    /// Default true: identical deterministic requests are answered from the cache.
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    /// How long an entry lives when neither the model nor the request says otherwise (3600).
+    #[serde(default)]
+    pub default_ttl_secs: Option<u64>,
+    /// Upper bound for every TTL, the per-request header's included (86400).
+    #[serde(default)]
+    pub max_ttl_secs: Option<u64>,
+    /// When set, all clients share this namespace (and each other's entries); by default each
+    /// client key has its own.
+    #[serde(default)]
+    pub shared_namespace: Option<String>,
+    /// Answers larger than this are not stored (default and maximum: what fits in a KV value).
+    #[serde(default)]
+    pub max_entry_bytes: Option<u64>,
+    /// fly-fallback only: the size of the in-process cache in bytes (64 MiB).
+    #[serde(default)]
+    pub memory_bytes: Option<u64>,
+    /// Per-model settings, by the model name after alias resolution.
+    #[serde(default)]
+    pub models: std::collections::BTreeMap<String, ModelCacheConfig>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ModelCacheConfig {
+    /// This model's default TTL; 0 turns caching off for it.
+    #[serde(default)]
+    pub ttl_secs: Option<u64>,
+    /// Also cache answers that are not deterministic (temperature above 0 or absent, n > 1):
+    /// `"never"` (default, also `false`), `"with_seed"` (when the request sets `seed`) or
+    /// `"always"` (also `true`).
+    #[serde(default)]
+    pub cache_nondeterministic: Nondeterministic,
+}
+
+/// When a model's non-deterministic answers may be cached.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Nondeterministic {
+    #[default]
+    Never,
+    WithSeed,
+    Always,
+}
+
+impl<'de> Deserialize<'de> for Nondeterministic {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Bool(bool),
+            Name(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Bool(false) => Ok(Nondeterministic::Never),
+            Raw::Bool(true) => Ok(Nondeterministic::Always),
+            Raw::Name(n) => match n.as_str() {
+                "never" => Ok(Nondeterministic::Never),
+                "with_seed" => Ok(Nondeterministic::WithSeed),
+                "always" => Ok(Nondeterministic::Always),
+                other => Err(serde::de::Error::custom(format!(
+                    "cache_nondeterministic: '{other}' is not one of \"never\", \"with_seed\", \"always\""
+                ))),
+            },
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -87,6 +164,7 @@ pub struct Settings {
     pub body_timeout_ms: u64,
     pub upstream_timeout_ms: u64,
     pub max_upstream_response_bytes: u64,
+    pub cache: CacheSettings,
 }
 
 fn config_error(setting: &str, message: impl Into<String>) -> GatewayError {
@@ -128,6 +206,8 @@ impl Settings {
             None => GatewayConfig::default(),
         };
         config.validate()?;
+        let cache = CacheSettings::from_config(&config.cache)
+            .map_err(|m| config_error(names::GATEWAY_CONFIG, format!("cache: {m}")))?;
 
         Ok(Settings {
             upstream: Upstream { base_url, api_key },
@@ -142,6 +222,7 @@ impl Settings {
             max_upstream_response_bytes: config
                 .max_upstream_response_bytes
                 .unwrap_or(DEFAULT_MAX_UPSTREAM_RESPONSE_BYTES),
+            cache,
         })
     }
 }

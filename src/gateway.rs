@@ -229,6 +229,30 @@ impl Gateway {
         }
     }
 
+    /// The cache decision for a [`Forward`] from [`Gateway::plan`]: `body` is the same body,
+    /// `headers` the client's request headers. See [`crate::cache`] for the steps that follow.
+    pub fn cache_plan<'h, I>(
+        &self,
+        admitted: &Admitted,
+        forward: &Forward,
+        body: &[u8],
+        headers: I,
+    ) -> crate::cache::CachePlan
+    where
+        I: IntoIterator<Item = (&'h str, &'h [u8])> + Clone,
+    {
+        crate::cache::plan(
+            &self.settings.cache,
+            admitted.route,
+            admitted.client.as_ref().map(|c| c.0.as_str()),
+            &forward.url,
+            forward.model.as_deref().unwrap_or(""),
+            forward.stream,
+            body,
+            headers,
+        )
+    }
+
     pub fn response_mode(&self, status: u16, content_type: Option<&str>) -> ResponseMode {
         if !(200..300).contains(&status) {
             return ResponseMode::PassThrough;

@@ -7,6 +7,7 @@
 //! and for native targets (the `fly-fallback` binary).
 
 pub mod auth;
+pub mod cache;
 pub mod config;
 pub mod error;
 pub mod gateway;

@@ -37,6 +37,9 @@ pub struct RequestLog {
     /// For streams: whether it ended with `[DONE]`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stream_complete: Option<bool>,
+    /// The cache's part: `hit`, `miss` or `bypass` (inference routes only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache: Option<&'static str>,
 }
 
 impl RequestLog {
