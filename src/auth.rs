@@ -99,7 +99,14 @@ mod tests {
         let a = ring.authenticate(Some("Bearer alpha")).unwrap().clone();
         let b = ring.authenticate(Some("Bearer beta")).unwrap().clone();
         assert_ne!(a, b);
-        assert_eq!(a, KeyRing::parse("alpha").unwrap().authenticate(Some("Bearer alpha")).unwrap().clone());
+        assert_eq!(
+            a,
+            KeyRing::parse("alpha")
+                .unwrap()
+                .authenticate(Some("Bearer alpha"))
+                .unwrap()
+                .clone()
+        );
         assert!(!a.0.contains("alpha"));
     }
 
@@ -107,10 +114,22 @@ mod tests {
     fn rejects_missing_wrong_and_malformed_credentials() {
         let ring = KeyRing::parse("alpha").unwrap();
         assert_eq!(ring.authenticate(None), Err(GatewayError::MissingApiKey));
-        assert_eq!(ring.authenticate(Some("Bearer ")), Err(GatewayError::InvalidApiKey));
-        assert_eq!(ring.authenticate(Some("Bearer alph")), Err(GatewayError::InvalidApiKey));
-        assert_eq!(ring.authenticate(Some("Basic alpha")), Err(GatewayError::InvalidApiKey));
-        assert_eq!(ring.authenticate(Some("alpha")), Err(GatewayError::InvalidApiKey));
+        assert_eq!(
+            ring.authenticate(Some("Bearer ")),
+            Err(GatewayError::InvalidApiKey)
+        );
+        assert_eq!(
+            ring.authenticate(Some("Bearer alph")),
+            Err(GatewayError::InvalidApiKey)
+        );
+        assert_eq!(
+            ring.authenticate(Some("Basic alpha")),
+            Err(GatewayError::InvalidApiKey)
+        );
+        assert_eq!(
+            ring.authenticate(Some("alpha")),
+            Err(GatewayError::InvalidApiKey)
+        );
     }
 
     #[test]

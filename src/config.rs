@@ -179,10 +179,14 @@ impl Settings {
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Settings, GatewayError> {
         let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
 
-        let base_url = get(names::UPSTREAM_BASE_URL)
-            .ok_or_else(|| config_error(names::UPSTREAM_BASE_URL, "is required (e.g. https://api.openai.com/v1)"))?;
-        let base_url = validate_base_url(&base_url)
-            .map_err(|m| config_error(names::UPSTREAM_BASE_URL, m))?;
+        let base_url = get(names::UPSTREAM_BASE_URL).ok_or_else(|| {
+            config_error(
+                names::UPSTREAM_BASE_URL,
+                "is required (e.g. https://api.openai.com/v1)",
+            )
+        })?;
+        let base_url =
+            validate_base_url(&base_url).map_err(|m| config_error(names::UPSTREAM_BASE_URL, m))?;
         let api_key = get(names::UPSTREAM_API_KEY).map(|k| k.trim().to_string());
         if let Some(k) = &api_key {
             if !is_header_safe(k) {
@@ -199,7 +203,8 @@ impl Settings {
                 "is required: a comma-separated list of the client keys allowed to call the gateway",
             )
         })?;
-        let keys = KeyRing::parse(&keys_raw).map_err(|m| config_error(names::GATEWAY_API_KEYS, m))?;
+        let keys =
+            KeyRing::parse(&keys_raw).map_err(|m| config_error(names::GATEWAY_API_KEYS, m))?;
 
         let config = match get(names::GATEWAY_CONFIG) {
             Some(raw) => GatewayConfig::parse(&raw)?,
@@ -243,11 +248,17 @@ impl GatewayConfig {
         positive("max_body_bytes", self.max_body_bytes)?;
         positive("body_timeout_ms", self.body_timeout_ms)?;
         positive("upstream_timeout_ms", self.upstream_timeout_ms)?;
-        positive("max_upstream_response_bytes", self.max_upstream_response_bytes)?;
+        positive(
+            "max_upstream_response_bytes",
+            self.max_upstream_response_bytes,
+        )?;
         let mut seen = std::collections::HashSet::new();
         for m in &self.models {
             if m.id.trim().is_empty() {
-                return Err(config_error(names::GATEWAY_CONFIG, "models[].id must not be empty"));
+                return Err(config_error(
+                    names::GATEWAY_CONFIG,
+                    "models[].id must not be empty",
+                ));
             }
             if !seen.insert(m.id.as_str()) {
                 return Err(config_error(
@@ -369,7 +380,10 @@ mod tests {
 
     #[test]
     fn zero_limits_and_duplicate_models_are_rejected() {
-        for doc in [r#"{"max_body_bytes":0}"#, r#"{"models":[{"id":"a"},{"id":"a"}]}"#] {
+        for doc in [
+            r#"{"max_body_bytes":0}"#,
+            r#"{"models":[{"id":"a"},{"id":"a"}]}"#,
+        ] {
             let err = Settings::from_lookup(lookup(&[
                 ("UPSTREAM_BASE_URL", "http://x"),
                 ("GATEWAY_API_KEYS", "k"),

@@ -26,21 +26,39 @@ impl ErrorKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GatewayError {
     /// The body is not JSON at all.
-    MalformedJson { detail: String },
+    MalformedJson {
+        detail: String,
+    },
     /// A required field is absent.
-    MissingField { param: &'static str },
+    MissingField {
+        param: &'static str,
+    },
     /// A field is present with the wrong type or an invalid value.
-    InvalidField { param: String, message: String },
+    InvalidField {
+        param: String,
+        message: String,
+    },
     /// No `Authorization: Bearer` header.
     MissingApiKey,
     /// A bearer key that is not one of `GATEWAY_API_KEYS`.
     InvalidApiKey,
-    NotFound { method: String, path: String },
-    MethodNotAllowed { method: String, path: String, allowed: &'static str },
+    NotFound {
+        method: String,
+        path: String,
+    },
+    MethodNotAllowed {
+        method: String,
+        path: String,
+        allowed: &'static str,
+    },
     /// The client did not finish sending its body in time.
     RequestTimeout,
-    PayloadTooLarge { limit: u64 },
-    UnsupportedMediaType { content_type: String },
+    PayloadTooLarge {
+        limit: u64,
+    },
+    UnsupportedMediaType {
+        content_type: String,
+    },
     /// The upstream could not be reached (connect, TLS or reset before a response).
     UpstreamUnreachable,
     /// The upstream answered something that is not a valid response.
@@ -50,9 +68,14 @@ pub enum GatewayError {
     /// A stream that had started ended without `[DONE]` (sent as an SSE error event).
     UpstreamStreamInterrupted,
     /// A failure inside the gateway that no client input explains.
-    Internal { message: String },
+    Internal {
+        message: String,
+    },
     /// A setting is missing or invalid; names the setting.
-    Config { setting: String, message: String },
+    Config {
+        setting: String,
+        message: String,
+    },
 }
 
 impl GatewayError {
@@ -172,7 +195,12 @@ impl GatewayError {
 
     /// The OpenAI error body: `{"error":{"message","type","param","code"}}`.
     pub fn body(&self) -> Vec<u8> {
-        render_error(&self.message(), self.kind().as_str(), self.param(), self.code())
+        render_error(
+            &self.message(),
+            self.kind().as_str(),
+            self.param(),
+            self.code(),
+        )
     }
 
     /// The same error as one server-sent event, for failures after a stream has started.
@@ -252,7 +280,9 @@ mod tests {
             GatewayError::UpstreamInvalidResponse,
             GatewayError::UpstreamTimeout,
             GatewayError::UpstreamStreamInterrupted,
-            GatewayError::Internal { message: "x".into() },
+            GatewayError::Internal {
+                message: "x".into(),
+            },
             GatewayError::Config {
                 setting: "UPSTREAM_BASE_URL".into(),
                 message: "missing".into(),

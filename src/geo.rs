@@ -58,7 +58,13 @@ mod tests {
 
     #[test]
     fn partial_or_garbage_coordinates_are_dropped_not_fatal() {
-        let l = ClientLocation::from_parts(Some("AMS".into()), None, Some("".into()), Some("52.3"), None);
+        let l = ClientLocation::from_parts(
+            Some("AMS".into()),
+            None,
+            Some("".into()),
+            Some("52.3"),
+            None,
+        );
         assert_eq!(l.colo.as_deref(), Some("AMS"));
         assert_eq!(l.continent, None);
         assert_eq!(l.latitude, None);

@@ -73,20 +73,47 @@ mod tests {
 
     #[test]
     fn client_credentials_and_hop_by_hop_headers_stay_at_the_gateway() {
-        for h in ["Authorization", "cookie", "Connection", "Host", "content-length", "CF-Connecting-IP", "x-forwarded-for", "fly-region", "accept-encoding"] {
+        for h in [
+            "Authorization",
+            "cookie",
+            "Connection",
+            "Host",
+            "content-length",
+            "CF-Connecting-IP",
+            "x-forwarded-for",
+            "fly-region",
+            "accept-encoding",
+        ] {
             assert!(!forward_to_upstream(h), "{h}");
         }
-        for h in ["content-type", "openai-beta", "openai-organization", "user-agent", "accept"] {
+        for h in [
+            "content-type",
+            "openai-beta",
+            "openai-organization",
+            "user-agent",
+            "accept",
+        ] {
             assert!(forward_to_upstream(h), "{h}");
         }
     }
 
     #[test]
     fn rate_limit_and_retry_headers_reach_the_client() {
-        for h in ["retry-after", "x-ratelimit-remaining-requests", "content-type", "openai-processing-ms"] {
+        for h in [
+            "retry-after",
+            "x-ratelimit-remaining-requests",
+            "content-type",
+            "openai-processing-ms",
+        ] {
             assert!(forward_to_client(h), "{h}");
         }
-        for h in ["set-cookie", "transfer-encoding", "x-request-id", "server", "content-length"] {
+        for h in [
+            "set-cookie",
+            "transfer-encoding",
+            "x-request-id",
+            "server",
+            "content-length",
+        ] {
             assert!(!forward_to_client(h), "{h}");
         }
     }

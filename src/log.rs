@@ -84,11 +84,24 @@ mod tests {
             status: 200,
             ..Default::default()
         };
-        l.set_usage(Some(Usage { prompt_tokens: 1, completion_tokens: 2, total_tokens: 3 }));
+        l.set_usage(Some(Usage {
+            prompt_tokens: 1,
+            completion_tokens: 2,
+            total_tokens: 3,
+        }));
         let line = l.to_line();
         assert!(!line.contains('\n'));
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-        for k in ["time", "request_id", "method", "path", "status", "total_ms", "bytes_in", "bytes_out"] {
+        for k in [
+            "time",
+            "request_id",
+            "method",
+            "path",
+            "status",
+            "total_ms",
+            "bytes_in",
+            "bytes_out",
+        ] {
             assert!(v.get(k).is_some(), "{k}");
         }
         assert_eq!(v["completion_tokens"], 2);

@@ -15,7 +15,11 @@ pub fn choose(client_supplied: Option<&str>, random: [u8; 16]) -> String {
 // Echoed in a header and in logs: bounded length, visible ASCII only, so it can neither break
 // header framing nor forge log lines.
 fn is_acceptable(id: &str) -> bool {
-    !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+    !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
 }
 
 #[cfg(test)]

@@ -90,8 +90,14 @@ mod tests {
 
     #[test]
     fn known_routes_resolve_with_their_methods() {
-        assert_eq!(resolve("POST", "/v1/chat/completions"), Ok(Route::ChatCompletions));
-        assert_eq!(resolve("POST", "/v1/chat/completions/"), Ok(Route::ChatCompletions));
+        assert_eq!(
+            resolve("POST", "/v1/chat/completions"),
+            Ok(Route::ChatCompletions)
+        );
+        assert_eq!(
+            resolve("POST", "/v1/chat/completions/"),
+            Ok(Route::ChatCompletions)
+        );
         assert_eq!(resolve("POST", "/v1/embeddings"), Ok(Route::Embeddings));
         assert_eq!(resolve("POST", "/v1/completions"), Ok(Route::Completions));
         assert_eq!(resolve("GET", "/v1/models"), Ok(Route::Models));
@@ -103,7 +109,10 @@ mod tests {
     fn unknown_paths_are_404_and_wrong_methods_405() {
         assert_eq!(resolve("GET", "/v2/x").unwrap_err().status(), 404);
         assert_eq!(resolve("GET", "/").unwrap_err().status(), 404);
-        assert_eq!(resolve("GET", "/v1/chat/completions").unwrap_err().status(), 405);
+        assert_eq!(
+            resolve("GET", "/v1/chat/completions").unwrap_err().status(),
+            405
+        );
         assert_eq!(resolve("DELETE", "/v1/models").unwrap_err().status(), 405);
     }
 

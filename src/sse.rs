@@ -191,7 +191,9 @@ data: [DONE]\n\n";
 
     #[test]
     fn usage_of_json_reads_a_completion_body() {
-        let u = usage_of_json(br#"{"id":"x","usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}}"#);
+        let u = usage_of_json(
+            br#"{"id":"x","usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}}"#,
+        );
         assert_eq!(u.unwrap().completion_tokens, 2);
         assert_eq!(usage_of_json(b"{}"), None);
         assert_eq!(usage_of_json(b"garbage"), None);

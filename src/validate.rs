@@ -20,7 +20,12 @@ pub fn check_content_type(content_type: Option<&str>) -> Result<(), GatewayError
     let Some(raw) = content_type else {
         return Ok(());
     };
-    let essence = raw.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let essence = raw
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     let ok = essence.is_empty()
         || essence == "application/json"
         || essence == "application/x-www-form-urlencoded"
@@ -63,7 +68,10 @@ fn expect<'a>(
         Some(v) if check(v) => Ok(Some(v)),
         Some(v) => Err(invalid(
             param,
-            format!("Invalid type for '{param}': expected {wanted}, but got {}.", type_name(v)),
+            format!(
+                "Invalid type for '{param}': expected {wanted}, but got {}.",
+                type_name(v)
+            ),
         )),
     }
 }
@@ -87,7 +95,10 @@ pub fn validate(route: Route, bytes: &[u8]) -> Result<InferenceRequest, GatewayE
         Some(v) => {
             return Err(invalid(
                 "model",
-                format!("Invalid type for 'model': expected a string, but got {}.", type_name(v)),
+                format!(
+                    "Invalid type for 'model': expected a string, but got {}.",
+                    type_name(v)
+                ),
             ))
         }
     };
@@ -103,7 +114,9 @@ pub fn validate(route: Route, bytes: &[u8]) -> Result<InferenceRequest, GatewayE
     expect(&body, "top_p", "a number", Value::is_number)?;
     expect(&body, "n", "an integer", |v| v.as_u64().is_some())?;
     expect(&body, "max_tokens", "an integer", |v| v.as_u64().is_some())?;
-    expect(&body, "max_completion_tokens", "an integer", |v| v.as_u64().is_some())?;
+    expect(&body, "max_completion_tokens", "an integer", |v| {
+        v.as_u64().is_some()
+    })?;
     expect(&body, "seed", "an integer", |v| v.is_i64() || v.is_u64())?;
     expect(&body, "user", "a string", Value::is_string)?;
     expect(&body, "tools", "an array", Value::is_array)?;
@@ -162,7 +175,10 @@ fn validate_messages(body: &Map<String, Value>) -> Result<(), GatewayError> {
         let Value::Object(m) = m else {
             return Err(invalid(
                 &format!("messages[{i}]"),
-                format!("Invalid type for 'messages[{i}]': expected an object, but got {}.", type_name(m)),
+                format!(
+                    "Invalid type for 'messages[{i}]': expected an object, but got {}.",
+                    type_name(m)
+                ),
             ));
         };
         match m.get("role") {
@@ -170,7 +186,10 @@ fn validate_messages(body: &Map<String, Value>) -> Result<(), GatewayError> {
             Some(v) => {
                 return Err(invalid(
                     &format!("messages[{i}].role"),
-                    format!("Invalid type for 'messages[{i}].role': expected a string, but got {}.", type_name(v)),
+                    format!(
+                        "Invalid type for 'messages[{i}].role': expected a string, but got {}.",
+                        type_name(v)
+                    ),
                 ))
             }
             None => {
@@ -198,7 +217,8 @@ mod tests {
 
     #[test]
     fn valid_chat_request_yields_model_and_stream_flag() {
-        let r = chat(r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true}"#).unwrap();
+        let r = chat(r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true}"#)
+            .unwrap();
         assert_eq!(r.model, "m");
         assert!(r.stream);
     }
@@ -214,36 +234,98 @@ mod tests {
 
     #[test]
     fn missing_or_wrong_fields_name_the_param() {
-        assert_eq!(param_of(chat(r#"{"messages":[{"role":"user"}]}"#).unwrap_err()).as_deref(), Some("model"));
-        assert_eq!(param_of(chat(r#"{"model":"m"}"#).unwrap_err()).as_deref(), Some("messages"));
-        assert_eq!(param_of(chat(r#"{"model":"m","messages":[]}"#).unwrap_err()).as_deref(), Some("messages"));
-        assert_eq!(param_of(chat(r#"{"model":5,"messages":[{"role":"user"}]}"#).unwrap_err()).as_deref(), Some("model"));
-        assert_eq!(param_of(chat(r#"{"model":"m","messages":"hi"}"#).unwrap_err()).as_deref(), Some("messages"));
-        assert_eq!(param_of(chat(r#"{"model":"m","messages":[{"role":"user"}],"stream":"yes"}"#).unwrap_err()).as_deref(), Some("stream"));
-        assert_eq!(param_of(chat(r#"{"model":"m","messages":[{"role":"user"}],"temperature":"hot"}"#).unwrap_err()).as_deref(), Some("temperature"));
-        assert_eq!(param_of(chat(r#"{"model":"m","messages":[1]}"#).unwrap_err()).as_deref(), Some("messages[0]"));
-        assert_eq!(param_of(chat(r#"{"model":"m","messages":[{"content":"x"}]}"#).unwrap_err()).as_deref(), Some("messages[0].role"));
+        assert_eq!(
+            param_of(chat(r#"{"messages":[{"role":"user"}]}"#).unwrap_err()).as_deref(),
+            Some("model")
+        );
+        assert_eq!(
+            param_of(chat(r#"{"model":"m"}"#).unwrap_err()).as_deref(),
+            Some("messages")
+        );
+        assert_eq!(
+            param_of(chat(r#"{"model":"m","messages":[]}"#).unwrap_err()).as_deref(),
+            Some("messages")
+        );
+        assert_eq!(
+            param_of(chat(r#"{"model":5,"messages":[{"role":"user"}]}"#).unwrap_err()).as_deref(),
+            Some("model")
+        );
+        assert_eq!(
+            param_of(chat(r#"{"model":"m","messages":"hi"}"#).unwrap_err()).as_deref(),
+            Some("messages")
+        );
+        assert_eq!(
+            param_of(
+                chat(r#"{"model":"m","messages":[{"role":"user"}],"stream":"yes"}"#).unwrap_err()
+            )
+            .as_deref(),
+            Some("stream")
+        );
+        assert_eq!(
+            param_of(
+                chat(r#"{"model":"m","messages":[{"role":"user"}],"temperature":"hot"}"#)
+                    .unwrap_err()
+            )
+            .as_deref(),
+            Some("temperature")
+        );
+        assert_eq!(
+            param_of(chat(r#"{"model":"m","messages":[1]}"#).unwrap_err()).as_deref(),
+            Some("messages[0]")
+        );
+        assert_eq!(
+            param_of(chat(r#"{"model":"m","messages":[{"content":"x"}]}"#).unwrap_err()).as_deref(),
+            Some("messages[0].role")
+        );
     }
 
     #[test]
     fn embeddings_need_input_and_cannot_stream() {
-        assert_eq!(validate(Route::Embeddings, br#"{"model":"e"}"#).unwrap_err().param(), Some("input"));
-        assert_eq!(validate(Route::Embeddings, br#"{"model":"e","input":"x","stream":true}"#).unwrap_err().param(), Some("stream"));
+        assert_eq!(
+            validate(Route::Embeddings, br#"{"model":"e"}"#)
+                .unwrap_err()
+                .param(),
+            Some("input")
+        );
+        assert_eq!(
+            validate(
+                Route::Embeddings,
+                br#"{"model":"e","input":"x","stream":true}"#
+            )
+            .unwrap_err()
+            .param(),
+            Some("stream")
+        );
         assert!(validate(Route::Embeddings, br#"{"model":"e","input":["a","b"]}"#).is_ok());
     }
 
     #[test]
     fn completions_need_a_prompt() {
-        assert_eq!(validate(Route::Completions, br#"{"model":"m"}"#).unwrap_err().param(), Some("prompt"));
+        assert_eq!(
+            validate(Route::Completions, br#"{"model":"m"}"#)
+                .unwrap_err()
+                .param(),
+            Some("prompt")
+        );
         assert!(validate(Route::Completions, br#"{"model":"m","prompt":"x"}"#).is_ok());
     }
 
     #[test]
     fn content_types_that_can_be_json_are_accepted() {
-        for ct in [None, Some("application/json"), Some("application/json; charset=utf-8"), Some("application/x-www-form-urlencoded"), Some("")] {
+        for ct in [
+            None,
+            Some("application/json"),
+            Some("application/json; charset=utf-8"),
+            Some("application/x-www-form-urlencoded"),
+            Some(""),
+        ] {
             assert!(check_content_type(ct).is_ok(), "{ct:?}");
         }
-        for ct in ["text/plain", "multipart/form-data; boundary=x", "application/xml"] {
+        for ct in [
+            "text/plain",
+            "multipart/form-data; boundary=x",
+            "application/xml",
+        ] {
             assert_eq!(check_content_type(Some(ct)).unwrap_err().status(), 415);
         }
     }

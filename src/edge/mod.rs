@@ -37,7 +37,11 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response>
     let _ = &ctx;
     let start = js_sys::Date::now();
     let request_id = request_id::choose(
-        req.headers().get(headers::REQUEST_ID).ok().flatten().as_deref(),
+        req.headers()
+            .get(headers::REQUEST_ID)
+            .ok()
+            .flatten()
+            .as_deref(),
         random16(),
     );
     let location = location::of(&req);
@@ -61,13 +65,21 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response>
 
     let mut edge_log = EdgeLog::new(log, start);
     let response = match outcome {
-        Ok(Outcome::Full { status, headers, body }) => {
+        Ok(Outcome::Full {
+            status,
+            headers,
+            body,
+        }) => {
             edge_log.log.status = status;
             edge_log.log.bytes_out = body.len() as u64;
             drop(edge_log);
             Response::from_bytes(body).map(|r| r.with_status(status).with_headers(headers))
         }
-        Ok(Outcome::Passed { status, headers, body }) => {
+        Ok(Outcome::Passed {
+            status,
+            headers,
+            body,
+        }) => {
             edge_log.log.status = status;
             edge_log.log.bytes_out = headers
                 .get("content-length")
@@ -78,7 +90,11 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response>
             drop(edge_log);
             Response::from_body(body).map(|r| r.with_status(status).with_headers(headers))
         }
-        Ok(Outcome::Streamed { status, headers, body }) => {
+        Ok(Outcome::Streamed {
+            status,
+            headers,
+            body,
+        }) => {
             edge_log.log.status = status;
             let tapped = TappedStream::new(body, edge_log);
             Response::from_stream(tapped).map(|r| r.with_status(status).with_headers(headers))
@@ -131,11 +147,23 @@ fn random16() -> [u8; 16] {
 
 enum Outcome {
     /// Bytes the gateway has in hand.
-    Full { status: u16, headers: Headers, body: Vec<u8> },
+    Full {
+        status: u16,
+        headers: Headers,
+        body: Vec<u8>,
+    },
     /// The upstream's body handed to the platform untouched (no copy through wasm).
-    Passed { status: u16, headers: Headers, body: ResponseBody },
+    Passed {
+        status: u16,
+        headers: Headers,
+        body: ResponseBody,
+    },
     /// An event stream, observed chunk by chunk on its way to the client.
-    Streamed { status: u16, headers: Headers, body: worker::ByteStream },
+    Streamed {
+        status: u16,
+        headers: Headers,
+        body: worker::ByteStream,
+    },
 }
 
 async fn handle(
@@ -172,7 +200,9 @@ async fn handle(
     log.bytes_in = body.len() as u64;
 
     let url = req.inner().url();
-    let query = url.split_once('?').map(|(_, q)| q.split('#').next().unwrap_or(q));
+    let query = url
+        .split_once('?')
+        .map(|(_, q)| q.split('#').next().unwrap_or(q));
     match gw.plan(&admitted, query, &body)? {
         Plan::Reply(reply) => {
             let headers = Headers::new();
@@ -245,8 +275,12 @@ async fn call_upstream(
     set_request_id(&up_headers, log);
 
     let mut init = RequestInit::new();
-    init.with_method(if forward.method == "GET" { Method::Get } else { Method::Post })
-        .with_headers(up_headers);
+    init.with_method(if forward.method == "GET" {
+        Method::Get
+    } else {
+        Method::Post
+    })
+    .with_headers(up_headers);
     if forward.method != "GET" {
         init.with_body(Some(js_sys::Uint8Array::from(body.as_slice()).into()));
     }
@@ -287,14 +321,22 @@ async fn call_upstream(
             let body = upstream
                 .stream()
                 .map_err(|_| GatewayError::UpstreamInvalidResponse)?;
-            Ok(Outcome::Streamed { status, headers: out, body })
+            Ok(Outcome::Streamed {
+                status,
+                headers: out,
+                body,
+            })
         }
         ResponseMode::PassThrough => {
             if let Ok(Some(len)) = upstream.headers().get("content-length") {
                 let _ = out.set("content-length", &len);
             }
             let (_, body) = upstream.into_parts();
-            Ok(Outcome::Passed { status, headers: out, body })
+            Ok(Outcome::Passed {
+                status,
+                headers: out,
+                body,
+            })
         }
         ResponseMode::Buffered => {
             let limit = settings.max_upstream_response_bytes;
@@ -320,7 +362,11 @@ async fn call_upstream(
             };
             let usage = gw.check_buffered(&bytes)?;
             log.set_usage(usage);
-            Ok(Outcome::Full { status, headers: out, body: bytes })
+            Ok(Outcome::Full {
+                status,
+                headers: out,
+                body: bytes,
+            })
         }
     }
 }
