@@ -14,6 +14,8 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
+use crate::cache::Recording;
+
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Writes the request's log line exactly once, when dropped.
@@ -42,6 +44,8 @@ enum Source {
         /// An error event still to send after the upstream's stream ended badly.
         tail: Option<Bytes>,
         ended: bool,
+        /// A cacheable stream being recorded for the cache.
+        recording: Option<Box<Recording>>,
     },
 }
 
@@ -65,9 +69,18 @@ impl GatewayBody {
                 sse: observe_sse.then(SseObserver::new),
                 tail: None,
                 ended: false,
+                recording: None,
             },
             log: Some(log),
         }
+    }
+
+    /// Records the passing stream for the cache; it is stored only if it completes.
+    pub fn with_recording(mut self, rec: Option<Box<Recording>>) -> GatewayBody {
+        if let Source::Upstream { recording, .. } = &mut self.source {
+            *recording = rec;
+        }
+        self
     }
 
     fn count(&mut self, n: usize) {
@@ -117,6 +130,7 @@ impl Body for GatewayBody {
                     sse,
                     tail,
                     ended,
+                    recording,
                 } => {
                     if let Some(t) = tail.take() {
                         let n = t.len();
@@ -134,11 +148,16 @@ impl Body for GatewayBody {
                             if let Some(o) = sse {
                                 o.observe(&data);
                             }
+                            if let Some(r) = recording {
+                                r.record(&data);
+                            }
                             this.count(data.len());
                             return Poll::Ready(Some(Ok(Frame::data(data))));
                         }
                         Some(Err(e)) => {
                             *ended = true;
+                            // A failed stream is never stored; waiters are released.
+                            *recording = None;
                             let is_sse = sse.is_some();
                             let t = this.finish_stream();
                             if !is_sse {
@@ -151,6 +170,9 @@ impl Body for GatewayBody {
                         }
                         None => {
                             *ended = true;
+                            if let Some(r) = recording.take() {
+                                r.finish();
+                            }
                             let t = this.finish_stream();
                             if let Source::Upstream { tail, .. } = &mut this.source {
                                 *tail = t;
@@ -173,7 +195,9 @@ impl Body for GatewayBody {
         match &self.source {
             Source::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             Source::Full(None) => SizeHint::with_exact(0),
-            Source::Upstream { body, sse: None, .. } => body.size_hint(),
+            Source::Upstream {
+                body, sse: None, ..
+            } => body.size_hint(),
             Source::Upstream { .. } => SizeHint::default(),
         }
     }

@@ -2,6 +2,7 @@
 //! connections, and does the IO the core's decisions call for. No gateway decision lives here.
 
 mod body;
+mod cache;
 mod proxy;
 mod server;
 
@@ -38,11 +39,19 @@ fn main() {
         Err(ai_edge_gateway::GatewayError::Config { setting, message }) => fail(&setting, &message),
         Err(other) => fail("configuration", &other.message()),
     };
+    if let Some(url) = env(cache::REDIS_URL).filter(|u| !u.trim().is_empty()) {
+        if let Err(e) = cache::check_redis_url(&url) {
+            fail(cache::REDIS_URL, &e);
+        }
+    }
     let port: u16 = parse_env("PORT", DEFAULT_PORT);
     let grace = Duration::from_secs(parse_env("SHUTDOWN_GRACE_SECS", DEFAULT_GRACE_SECS));
     let host = env("BIND_ADDR").unwrap_or_else(|| "0.0.0.0".into());
 
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("fly-fallback: cannot start the async runtime: {e}");

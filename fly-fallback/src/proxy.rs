@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use ai_edge_gateway::cache::{CacheStatus, STATUS_HEADER};
 use ai_edge_gateway::error::GatewayError;
 use ai_edge_gateway::gateway::{Forward, Plan, RequestHead, ResponseMode};
 use ai_edge_gateway::headers;
@@ -10,7 +11,9 @@ use ai_edge_gateway::log::{format_time, RequestLog};
 use ai_edge_gateway::request_id;
 use ai_edge_gateway::Gateway;
 use bytes::Bytes;
-use http::header::{HeaderName, HeaderValue, ACCEPT_ENCODING, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
+use http::header::{
+    HeaderName, HeaderValue, ACCEPT_ENCODING, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE,
+};
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -20,6 +23,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
 use crate::body::{GatewayBody, LogGuard};
+use crate::cache::{self, Cache, Recording, Step};
 
 type UpstreamClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
@@ -28,6 +32,7 @@ pub struct Proxy {
     client: UpstreamClient,
     upstream_auth: Option<HeaderValue>,
     region: Option<String>,
+    cache: Option<Arc<Cache>>,
 }
 
 /// What a successful request sends back, before the log guard is attached.
@@ -42,6 +47,7 @@ enum Outcome {
         headers: HeaderMap,
         body: Incoming,
         observe_sse: bool,
+        recording: Option<Box<Recording>>,
     },
 }
 
@@ -77,7 +83,7 @@ fn random16() -> [u8; 16] {
     b
 }
 
-fn header_str<'a>(headers: &'a HeaderMap, name: HeaderName) -> Option<&'a str> {
+fn header_str(headers: &HeaderMap, name: HeaderName) -> Option<&str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
@@ -89,11 +95,13 @@ impl Proxy {
             Some(v)
         });
         let region = gateway.settings().region.clone();
+        let cache = Cache::from_env(&gateway.settings().cache);
         Proxy {
             gateway,
             client: upstream_client(),
             upstream_auth,
             region,
+            cache,
         }
     }
 
@@ -101,7 +109,10 @@ impl Proxy {
         let start = Instant::now();
         let (parts, body) = req.into_parts();
         let request_id = request_id::choose(
-            parts.headers.get("x-request-id").and_then(|v| v.to_str().ok()),
+            parts
+                .headers
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok()),
             random16(),
         );
         let mut log = RequestLog {
@@ -116,6 +127,7 @@ impl Proxy {
 
         let outcome = self.run(&parts, body, &mut log).await;
         let request_id = HeaderValue::from_str(&log.request_id).ok();
+        let cache_status = log.cache;
         let (status, mut headers, body) = match outcome {
             Ok(Outcome::Full {
                 status,
@@ -123,19 +135,25 @@ impl Proxy {
                 body,
             }) => {
                 log.status = status.as_u16();
-                (status, headers, GatewayBody::full(body, LogGuard { log, start }))
+                (
+                    status,
+                    headers,
+                    GatewayBody::full(body, LogGuard { log, start }),
+                )
             }
             Ok(Outcome::Streamed {
                 status,
                 headers,
                 body,
                 observe_sse,
+                recording,
             }) => {
                 log.status = status.as_u16();
                 (
                     status,
                     headers,
-                    GatewayBody::upstream(body, observe_sse, LogGuard { log, start }),
+                    GatewayBody::upstream(body, observe_sse, LogGuard { log, start })
+                        .with_recording(recording),
                 )
             }
             Err(err) => {
@@ -146,8 +164,8 @@ impl Proxy {
                 for (k, v) in err.extra_headers() {
                     headers.insert(*k, HeaderValue::from_static(v));
                 }
-                let status = StatusCode::from_u16(err.status())
-                    .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                let status =
+                    StatusCode::from_u16(err.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
                 (
                     status,
                     headers,
@@ -157,6 +175,9 @@ impl Proxy {
         };
         if let Some(id) = request_id {
             headers.insert(headers::REQUEST_ID, id);
+        }
+        if let Some(c) = cache_status {
+            headers.insert(STATUS_HEADER, HeaderValue::from_static(cache_header(c)));
         }
         let mut resp = Response::new(body);
         *resp.status_mut() = status;
@@ -202,7 +223,41 @@ impl Proxy {
             Plan::Forward(forward) => {
                 log.model = forward.model.clone();
                 log.stream = forward.stream;
-                self.forward(parts, forward, body, log).await
+                let request_headers: Vec<(&str, &[u8])> = parts
+                    .headers
+                    .iter()
+                    .map(|(n, v)| (n.as_str(), v.as_bytes()))
+                    .collect();
+                let plan =
+                    gw.cache_plan(&admitted, &forward, &body, request_headers.iter().copied());
+                let wait = Duration::from_millis(gw.settings().upstream_timeout_ms);
+                let miss = match cache::begin(self.cache.as_ref(), plan, wait).await {
+                    Step::Bypass => {
+                        log.cache = Some(CacheStatus::Bypass.log_value());
+                        None
+                    }
+                    Step::Hit(entry) => {
+                        log.cache = Some(CacheStatus::Hit.log_value());
+                        let mut headers = HeaderMap::new();
+                        if let Ok(ct) = HeaderValue::from_str(&entry.content_type) {
+                            headers.insert(CONTENT_TYPE, ct);
+                        }
+                        headers.insert(
+                            http::header::AGE,
+                            HeaderValue::from(entry.age_secs(now_unix_ms())),
+                        );
+                        return Ok(Outcome::Full {
+                            status: StatusCode::from_u16(entry.status).unwrap_or(StatusCode::OK),
+                            headers,
+                            body: entry.body.clone(),
+                        });
+                    }
+                    Step::Miss(miss) => {
+                        log.cache = Some(CacheStatus::Miss.log_value());
+                        Some(miss)
+                    }
+                };
+                self.forward(parts, forward, body, log, miss).await
             }
         }
     }
@@ -229,6 +284,7 @@ impl Proxy {
         forward: Forward,
         body: Bytes,
         log: &mut RequestLog,
+        miss: Option<cache::Miss>,
     ) -> Result<Outcome, GatewayError> {
         let gw = &self.gateway;
         let mut builder = Request::builder().method(forward.method).uri(&forward.url);
@@ -271,18 +327,22 @@ impl Proxy {
         }
 
         let content_type = header_str(&up.headers, CONTENT_TYPE);
+        let cache_control = header_str(&up.headers, http::header::CACHE_CONTROL);
         match gw.response_mode(up.status.as_u16(), content_type) {
             ResponseMode::Stream => Ok(Outcome::Streamed {
                 status: up.status,
                 headers: out,
                 body: up_body,
                 observe_sse: true,
+                recording: miss
+                    .and_then(|m| m.recording(up.status.as_u16(), content_type, cache_control)),
             }),
             ResponseMode::PassThrough => Ok(Outcome::Streamed {
                 status: up.status,
                 headers: out,
                 body: up_body,
                 observe_sse: false,
+                recording: None,
             }),
             ResponseMode::Buffered => {
                 let limit = usize::try_from(gw.settings().max_upstream_response_bytes)
@@ -296,6 +356,10 @@ impl Proxy {
                 };
                 let usage = gw.check_buffered(&bytes)?;
                 log.set_usage(usage);
+                if let Some(m) = miss {
+                    m.complete_buffered(up.status.as_u16(), content_type, cache_control, &bytes)
+                        .await;
+                }
                 out.insert(CONTENT_LENGTH, HeaderValue::from(bytes.len()));
                 Ok(Outcome::Full {
                     status: up.status,
@@ -305,6 +369,14 @@ impl Proxy {
             }
         }
     }
+}
+
+fn cache_header(log_value: &str) -> &'static str {
+    [CacheStatus::Hit, CacheStatus::Miss, CacheStatus::Bypass]
+        .into_iter()
+        .find(|c| c.log_value() == log_value)
+        .unwrap_or(CacheStatus::Bypass)
+        .header_value()
 }
 
 fn ms_since(t: Instant) -> f64 {

@@ -239,8 +239,8 @@ pub fn ttl_secs(settings: &CacheSettings, policy: ModelPolicy, controls: &Reques
         .min(settings.max_ttl_secs)
 }
 
-/// May an upstream answer be stored? A complete 2xx that is not marked `no-store` (nor
-/// `no-cache` or `private`, which forbid serving it again without asking the upstream).
+/// May an upstream answer be stored? A complete 2xx not marked `no-store`. (`no-cache` is not a
+/// refusal: event streams carry it as a matter of course, to keep proxies from buffering.)
 pub fn response_storable(status: u16, cache_control: Option<&str>) -> bool {
     if !(200..300).contains(&status) {
         return false;
@@ -252,8 +252,6 @@ pub fn response_storable(status: u16, cache_control: Option<&str>) -> bool {
         let d = d.trim();
         let d = d.split('=').next().unwrap_or(d).trim();
         d.eq_ignore_ascii_case("no-store")
-            || d.eq_ignore_ascii_case("no-cache")
-            || d.eq_ignore_ascii_case("private")
     })
 }
 
@@ -442,7 +440,8 @@ mod tests {
         assert!(response_storable(200, None));
         assert!(response_storable(200, Some("max-age=60")));
         assert!(!response_storable(200, Some("No-Store")));
-        assert!(!response_storable(200, Some("private, max-age=1")));
+        assert!(!response_storable(200, Some("private, no-store")));
+        assert!(response_storable(200, Some("no-cache")));
         assert!(!response_storable(429, None));
         assert!(!response_storable(500, None));
         assert!(!response_storable(304, None));
