@@ -4,6 +4,7 @@
 //! bindings, and asks the core ([`crate::Gateway`]) for every decision. Errors never escape as
 //! the platform's bare 500: everything becomes an OpenAI-shaped response.
 
+mod kv_cache;
 mod location;
 mod settings;
 mod stream;
@@ -18,6 +19,7 @@ use worker::{
     Response, ResponseBody,
 };
 
+use crate::cache::{self, CacheLookup, CachePlan, CacheStatus};
 use crate::error::GatewayError;
 use crate::gateway::{Forward, Plan, RequestHead, ResponseMode};
 use crate::headers;
@@ -34,7 +36,6 @@ fn start() {
 
 #[event(fetch)]
 async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response> {
-    let _ = &ctx;
     let start = js_sys::Date::now();
     let request_id = request_id::choose(
         req.headers()
@@ -58,7 +59,11 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response>
     let outcome = match settings::gateway(&env) {
         Ok(gw) => {
             log.region = gw.settings().region.clone();
-            handle(&gw, req, &mut log, start).await
+            let io = Io {
+                env: &env,
+                ctx: &ctx,
+            };
+            handle(&gw, &io, req, &mut log, start).await
         }
         Err(err) => Err(err),
     };
@@ -94,9 +99,10 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response>
             status,
             headers,
             body,
+            store,
         }) => {
             edge_log.log.status = status;
-            let tapped = TappedStream::new(body, edge_log);
+            let tapped = TappedStream::new(body, edge_log, store);
             Response::from_stream(tapped).map(|r| r.with_status(status).with_headers(headers))
         }
         Err(err) => {
@@ -145,6 +151,12 @@ fn random16() -> [u8; 16] {
     b
 }
 
+/// The platform handles the edge runtime does IO through.
+struct Io<'a> {
+    env: &'a Env,
+    ctx: &'a Context,
+}
+
 enum Outcome {
     /// Bytes the gateway has in hand.
     Full {
@@ -163,11 +175,13 @@ enum Outcome {
         status: u16,
         headers: Headers,
         body: worker::ByteStream,
+        store: Option<stream::StreamStore>,
     },
 }
 
 async fn handle(
     gw: &Rc<Gateway>,
+    io: &Io<'_>,
     mut req: Request,
     log: &mut RequestLog,
     start: f64,
@@ -217,9 +231,63 @@ async fn handle(
         Plan::Forward(forward) => {
             log.model = forward.model.clone();
             log.stream = forward.stream;
-            call_upstream(gw, &req, forward, body, log, start).await
+            let req_headers: Vec<(String, String)> = req.headers().entries().collect();
+            let plan = gw.cache_plan(
+                &admitted,
+                &forward,
+                &body,
+                req_headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())),
+            );
+            let lookup = match plan {
+                CachePlan::Bypass(_) => None,
+                CachePlan::Use(lookup) => Some(lookup),
+            };
+            let status = if lookup.is_some() {
+                CacheStatus::Miss
+            } else {
+                CacheStatus::Bypass
+            };
+            log.cache = Some(status.log_value());
+            if let Some(lookup) = &lookup {
+                let now = now_ms();
+                if let Some(entry) = kv_cache::get(io.env, lookup, now).await {
+                    log.cache = Some(CacheStatus::Hit.log_value());
+                    let reply = lookup.hit_reply(&entry, now);
+                    let headers = Headers::new();
+                    let _ = headers.set("content-type", &reply.content_type);
+                    for (name, value) in reply.cache_headers() {
+                        let _ = headers.set(name, &value);
+                    }
+                    set_request_id(&headers, log);
+                    return Ok(Outcome::Full {
+                        status: reply.status,
+                        headers,
+                        body: reply.body.to_vec(),
+                    });
+                }
+            }
+            let mut outcome = call_upstream(
+                gw,
+                io,
+                &req_headers,
+                forward,
+                body,
+                lookup.as_ref(),
+                log,
+                start,
+            )
+            .await?;
+            let (Outcome::Full { headers, .. }
+            | Outcome::Passed { headers, .. }
+            | Outcome::Streamed { headers, .. }) = &mut outcome;
+            let _ = headers.set(cache::STATUS_HEADER, status.header_value());
+            Ok(outcome)
         }
     }
+}
+
+fn now_ms() -> u64 {
+    js_sys::Date::now().max(0.0) as u64
 }
 
 fn set_request_id(headers: &Headers, log: &RequestLog) {
@@ -254,18 +322,21 @@ async fn read_body(gw: &Gateway, req: &mut Request) -> Result<Vec<u8>, GatewayEr
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn call_upstream(
     gw: &Gateway,
-    req: &Request,
+    io: &Io<'_>,
+    req_headers: &[(String, String)],
     forward: Forward,
     body: Vec<u8>,
+    lookup: Option<&CacheLookup>,
     log: &mut RequestLog,
     start: f64,
 ) -> Result<Outcome, GatewayError> {
     let up_headers = Headers::new();
-    for (name, value) in req.headers().entries() {
-        if headers::forward_to_upstream(&name) {
-            let _ = up_headers.append(&name, &value);
+    for (name, value) in req_headers {
+        if headers::forward_to_upstream(name) {
+            let _ = up_headers.append(name, value);
         }
     }
     if let Some(auth) = gw.upstream_authorization() {
@@ -316,15 +387,23 @@ async fn call_upstream(
     set_request_id(&out, log);
 
     let content_type = upstream.headers().get("content-type").ok().flatten();
+    let cache_control = upstream.headers().get("cache-control").ok().flatten();
     match gw.response_mode(status, content_type.as_deref()) {
         ResponseMode::Stream => {
             let body = upstream
                 .stream()
                 .map_err(|_| GatewayError::UpstreamInvalidResponse)?;
+            let store = lookup.and_then(|l| {
+                let recorder =
+                    l.stream_recorder(status, content_type.as_deref(), cache_control.as_deref())?;
+                let sender = kv_cache::store_when_complete(io.ctx, io.env, l);
+                Some(stream::StreamStore { recorder, sender })
+            });
             Ok(Outcome::Streamed {
                 status,
                 headers: out,
                 body,
+                store,
             })
         }
         ResponseMode::PassThrough => {
@@ -362,6 +441,24 @@ async fn call_upstream(
             };
             let usage = gw.check_buffered(&bytes)?;
             log.set_usage(usage);
+            if let Some(l) = lookup {
+                let shared = bytes::Bytes::from(bytes);
+                if let Some(entry) = l.buffered_entry(
+                    status,
+                    content_type.as_deref(),
+                    cache_control.as_deref(),
+                    &shared,
+                    now_ms(),
+                ) {
+                    kv_cache::store_later(io.ctx, io.env, l, entry);
+                }
+                // The entry was encoded (copied) already; this takes the buffer back without a copy.
+                return Ok(Outcome::Full {
+                    status,
+                    headers: out,
+                    body: Vec::from(shared),
+                });
+            }
             Ok(Outcome::Full {
                 status,
                 headers: out,

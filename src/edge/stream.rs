@@ -6,9 +6,11 @@
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use futures_channel::oneshot;
 use futures_util::Stream;
 use worker::ByteStream;
 
+use crate::cache::{CacheEntry, StreamRecorder};
 use crate::error::GatewayError;
 use crate::log::{elapsed_ms, RequestLog};
 use crate::sse::SseObserver;
@@ -32,27 +34,42 @@ impl Drop for EdgeLog {
     }
 }
 
+/// Records a cacheable stream and hands the entry to the cache writer once it completed.
+pub struct StreamStore {
+    pub recorder: StreamRecorder,
+    pub sender: oneshot::Sender<CacheEntry>,
+}
+
 pub struct TappedStream {
     inner: ByteStream,
     observer: SseObserver,
     tail: Option<Vec<u8>>,
     ended: bool,
     log: EdgeLog,
+    store: Option<StreamStore>,
 }
 
 impl TappedStream {
-    pub fn new(inner: ByteStream, log: EdgeLog) -> TappedStream {
+    pub fn new(inner: ByteStream, log: EdgeLog, store: Option<StreamStore>) -> TappedStream {
         TappedStream {
             inner,
             observer: SseObserver::new(),
             tail: None,
             ended: false,
             log,
+            store,
         }
     }
 
-    fn finish(&mut self) {
+    fn finish(&mut self, clean_end: bool) {
         self.ended = true;
+        if let Some(store) = self.store.take() {
+            if clean_end {
+                if let Some(entry) = store.recorder.finish(js_sys::Date::now().max(0.0) as u64) {
+                    let _ = store.sender.send(entry);
+                }
+            }
+        }
         self.log.log.stream_complete = Some(self.observer.saw_done());
         self.log.log.set_usage(self.observer.usage());
         if self.observer.needs_termination_error() {
@@ -77,11 +94,14 @@ impl Stream for TappedStream {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Some(Ok(chunk))) => {
                 this.observer.observe(&chunk);
+                if let Some(store) = &mut this.store {
+                    store.recorder.record(&chunk);
+                }
                 this.log.log.bytes_out += chunk.len() as u64;
                 Poll::Ready(Some(Ok(chunk)))
             }
-            Poll::Ready(Some(Err(_))) | Poll::Ready(None) => {
-                this.finish();
+            Poll::Ready(end) => {
+                this.finish(end.is_none());
                 match this.tail.take() {
                     Some(tail) => {
                         this.log.log.bytes_out += tail.len() as u64;
