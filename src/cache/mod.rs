@@ -58,6 +58,10 @@ pub use recorder::StreamRecorder;
 
 use crate::route::Route;
 
+/// Longer content types are not stored: with it, an entry of `max_entry_bytes` still fits in a
+/// KV value ([`policy::KV_VALUE_LIMIT`]).
+const MAX_CONTENT_TYPE: usize = 1024;
+
 /// The response header naming the cache's part in an answer.
 pub const STATUS_HEADER: &str = "x-gateway-cache";
 
@@ -174,6 +178,7 @@ impl CacheLookup {
         if !self.write
             || !policy::response_storable(status, cache_control)
             || body.len() as u64 > self.max_entry_bytes
+            || content_type.is_some_and(|c| c.len() > MAX_CONTENT_TYPE)
         {
             return None;
         }
@@ -195,7 +200,10 @@ impl CacheLookup {
         content_type: Option<&str>,
         cache_control: Option<&str>,
     ) -> Option<StreamRecorder> {
-        if !self.write || !policy::response_storable(status, cache_control) {
+        if !self.write
+            || !policy::response_storable(status, cache_control)
+            || content_type.is_some_and(|c| c.len() > MAX_CONTENT_TYPE)
+        {
             return None;
         }
         Some(StreamRecorder::new(
@@ -391,6 +399,10 @@ mod tests {
             .buffered_entry(200, None, None, &Bytes::from_static(b"{\"a\":\"long\"}"), 0)
             .is_none());
         assert!(l.stream_recorder(500, None, None).is_none());
+        let long_type = "application/json; x=".to_string() + &"a".repeat(2000);
+        assert!(l
+            .buffered_entry(200, Some(&long_type), None, &small, 0)
+            .is_none());
         assert!(l
             .stream_recorder(200, Some("text/event-stream"), None)
             .is_some());
@@ -425,6 +437,22 @@ mod tests {
         assert!(plain.accept(&stored, 12_500).is_none());
         // Expired entries are not served.
         assert!(l.accept(&stored, 10_000 + 3_600_000).is_none());
+    }
+
+    #[test]
+    fn the_largest_storable_entry_fits_in_a_kv_value() {
+        let largest = policy::DEFAULT_MAX_ENTRY_BYTES as usize + 65 + MAX_CONTENT_TYPE;
+        let e = CacheEntry {
+            key: CacheKey([0; 32]),
+            status: 200,
+            form: EntryForm::Json,
+            content_type: "x".repeat(MAX_CONTENT_TYPE),
+            stored_at_ms: 0,
+            expires_at_ms: 1,
+            body: Bytes::from(vec![b' '; policy::DEFAULT_MAX_ENTRY_BYTES as usize]),
+        };
+        assert!(e.encoded_len() <= largest);
+        assert!(e.encoded_len() as u64 <= policy::KV_VALUE_LIMIT);
     }
 
     #[test]
