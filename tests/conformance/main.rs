@@ -1,1 +1,143 @@
-fn main() {}
+//! The black-box conformance suite: the same HTTP cases against every runtime of the gateway.
+//!
+//! `cargo build --workspace && cargo test --test conformance` starts one mock upstream
+//! (`target/debug/mock-upstream`) and each target named in `CONFORMANCE_TARGETS`
+//! (comma-separated, default `fly`): `fly` runs `target/debug/fly-fallback`, `worker` runs the
+//! Worker with `wrangler dev`. Every case then runs against every target as a trial named
+//! `<target>::<case>`. All child processes are stopped before the process exits. Child output is
+//! in `target/debug/conformance-logs/`.
+
+mod cases;
+mod client;
+mod expect;
+mod harness;
+mod raw;
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use libtest_mimic::{Arguments, Failed, Trial};
+
+use cases::{Case, Ctx};
+use harness::Processes;
+
+/// No case takes longer than this (the slowest ones need a few seconds).
+const CASE_TIMEOUT: Duration = Duration::from_secs(120);
+/// Trials mostly wait on the network; run more of them at once than there are cores.
+const DEFAULT_TEST_THREADS: usize = 8;
+
+type TargetSlot = Arc<OnceLock<Result<Arc<Ctx>, String>>>;
+
+fn run_trial(rt: &tokio::runtime::Runtime, slot: &TargetSlot, case: &Case) -> Result<(), Failed> {
+    let ctx = match slot.get() {
+        Some(Ok(ctx)) => ctx.clone(),
+        Some(Err(e)) => return Err(format!("the target did not start: {e}").into()),
+        None => return Err("the target was not started".into()),
+    };
+    // The timer must be created inside the runtime.
+    rt.block_on(async { tokio::time::timeout(CASE_TIMEOUT, (case.run)(ctx)).await })
+        .map_err(|_| Failed::from(format!("the case did not finish within {CASE_TIMEOUT:?}")))
+}
+
+/// Starts the mock and the targets that have trials to run, and fills their slots.
+fn start(rt: &tokio::runtime::Runtime, procs: &mut Processes, slots: &[(String, TargetSlot)]) {
+    let http = client::new_client();
+    let mock = match rt.block_on(harness::start_mock(procs, &http)) {
+        Ok(m) => m,
+        Err(e) => {
+            for (_, slot) in slots {
+                let _ = slot.set(Err(format!("the mock upstream did not start: {e}")));
+            }
+            return;
+        }
+    };
+    let mut waiting = Vec::new();
+    for (name, slot) in slots {
+        match harness::spawn_target(procs, name, &mock) {
+            Ok(spawned) => waiting.push((slot.clone(), spawned)),
+            Err(e) => {
+                let _ = slot.set(Err(e));
+            }
+        }
+    }
+    let ready = rt.block_on(futures_util::future::join_all(waiting.iter().map(
+        |(_, (started, target, timeout))| {
+            harness::wait_target(&http, started, target.clone(), *timeout)
+        },
+    )));
+    for ((slot, _), result) in waiting.iter().zip(ready) {
+        let _ = slot.set(result.map(|t| {
+            Arc::new(Ctx {
+                target: t.name,
+                base: t.base,
+                addr: t.addr,
+                key: harness::CLIENT_KEY.to_string(),
+                second_key: harness::SECOND_CLIENT_KEY.to_string(),
+                mock: mock.base.clone(),
+                repo: harness::repo_root(),
+                http: http.clone(),
+            })
+        }));
+    }
+}
+
+fn main() {
+    let mut args = Arguments::from_args();
+    if args.test_threads.is_none() {
+        args.test_threads = Some(DEFAULT_TEST_THREADS);
+    }
+    let targets = match harness::requested_targets() {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("conformance: {e}");
+            std::process::exit(2);
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => Arc::new(rt),
+        Err(e) => {
+            eprintln!("conformance: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+
+    let mut slots: Vec<(String, TargetSlot)> = Vec::new();
+    let mut trials = Vec::new();
+    // Per target: does any of its trials survive the filter?
+    let mut wanted: Vec<bool> = Vec::new();
+    for target in &targets {
+        let slot: TargetSlot = Arc::new(OnceLock::new());
+        let mut any = false;
+        for case in cases::all() {
+            let (rt, slot2) = (rt.clone(), slot.clone());
+            let trial = Trial::test(format!("{target}::{}", case.name), move || {
+                run_trial(&rt, &slot2, &case)
+            });
+            any |= !args.is_filtered_out(&trial);
+            trials.push(trial);
+        }
+        slots.push((target.clone(), slot));
+        wanted.push(any);
+    }
+
+    // Stops every child when dropped: below, or while a panic unwinds.
+    let mut procs = Processes::default();
+    if !args.list {
+        let to_start: Vec<(String, TargetSlot)> = slots
+            .iter()
+            .zip(&wanted)
+            .filter(|(_, w)| **w)
+            .map(|(s, _)| s.clone())
+            .collect();
+        if !to_start.is_empty() {
+            start(&rt, &mut procs, &to_start);
+        }
+    }
+
+    let conclusion = libtest_mimic::run(&args, trials);
+    drop(procs);
+    conclusion.exit();
+}

@@ -1,0 +1,156 @@
+//! The cases. Each is a plain async function of a [`Ctx`], so the same case runs against any
+//! target; trials are named `<target>::<case name>`.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use hyper::Method;
+use serde_json::{json, Value};
+
+use crate::client::{self, Call, HttpClient};
+
+mod auth;
+mod chat;
+mod health;
+mod limits;
+mod robustness;
+mod routing;
+mod sdk;
+mod streaming;
+mod upstream;
+mod validation;
+
+/// What a case knows about the system under test.
+pub struct Ctx {
+    /// `fly` or `worker`.
+    pub target: String,
+    /// The gateway, `http://127.0.0.1:PORT`.
+    pub base: String,
+    pub addr: SocketAddr,
+    /// A client key the gateway accepts.
+    pub key: String,
+    /// Another accepted client key.
+    pub second_key: String,
+    /// The mock upstream, `http://127.0.0.1:PORT`.
+    pub mock: String,
+    pub repo: PathBuf,
+    pub http: HttpClient,
+}
+
+impl Ctx {
+    pub fn call(&self, method: Method, path: &str) -> Call {
+        Call::new(
+            self.http.clone(),
+            &self.base,
+            &self.target,
+            method,
+            path,
+            &self.key,
+        )
+    }
+
+    pub fn get(&self, path: &str) -> Call {
+        self.call(Method::GET, path)
+    }
+
+    pub fn post(&self, path: &str) -> Call {
+        self.call(Method::POST, path)
+    }
+
+    /// A model name unique to this case and target: the mock ignores everything after `@`, and
+    /// counts calls per full name.
+    pub fn model(&self, behaviour: &str, case: &str) -> String {
+        format!("{behaviour}@{case}_{}", self.target)
+    }
+
+    /// How many requests for `model` reached the mock upstream.
+    pub async fn upstream_calls(&self, model: &str) -> u64 {
+        let v = client::get_json(&self.http, &format!("{}/__calls", self.mock)).await;
+        v["models"][model].as_u64().unwrap_or(0)
+    }
+
+    /// Asserts how many requests for `model` reached the upstream.
+    pub async fn expect_upstream_calls(&self, model: &str, expected: u64, why: &str) {
+        let n = self.upstream_calls(model).await;
+        assert_eq!(
+            n, expected,
+            "[{}] upstream calls for '{model}': expected {expected} ({why}), got {n}",
+            self.target
+        );
+    }
+}
+
+/// A simple chat request body.
+pub fn chat_body(model: &str, text: &str) -> Value {
+    json!({"model": model, "messages": [{"role": "user", "content": text}]})
+}
+
+pub type CaseFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+pub struct Case {
+    pub name: &'static str,
+    pub run: fn(Arc<Ctx>) -> CaseFuture,
+}
+
+macro_rules! cases {
+    ($($module:ident :: $func:ident),* $(,)?) => {
+        vec![$(Case {
+            name: stringify!($func),
+            run: |ctx| Box::pin($module::$func(ctx)),
+        }),*]
+    };
+}
+
+/// Every case, in the order they are listed.
+pub fn all() -> Vec<Case> {
+    cases![
+        health::health_reports_status_version_and_region,
+        health::health_head_request_is_answered_without_body,
+        routing::models_lists_the_configured_models_without_calling_upstream,
+        routing::models_requires_an_api_key,
+        routing::unknown_path_is_404_in_openai_shape,
+        routing::wrong_method_is_405_with_allow_header,
+        chat::chat_completion_returns_choices_usage_and_upstream_headers,
+        chat::chat_completion_same_request_gives_same_content,
+        chat::request_id_is_a_fresh_uuid_when_client_sends_none,
+        chat::request_id_echoes_the_clients_own,
+        chat::embeddings_are_forwarded,
+        chat::completions_are_forwarded,
+        streaming::chat_stream_is_json_chunks_ending_with_done,
+        streaming::chat_stream_include_usage_sends_usage_chunk_before_done,
+        streaming::chat_stream_events_arrive_unbuffered,
+        streaming::stream_cut_off_upstream_ends_with_error_event_and_no_done,
+        streaming::stream_error_event_from_upstream_passes_through,
+        auth::auth_missing_key_is_401_and_never_reaches_upstream,
+        auth::auth_wrong_key_is_401_and_never_reaches_upstream,
+        auth::auth_second_configured_key_is_accepted,
+        auth::auth_client_key_is_replaced_by_upstream_key,
+        validation::bad_request_malformed_json_is_400_invalid_json,
+        validation::bad_request_missing_model_names_param_model,
+        validation::bad_request_model_not_a_string_names_param_model,
+        validation::bad_request_missing_messages_names_param_messages,
+        validation::bad_request_empty_messages_names_param_messages,
+        validation::bad_request_messages_not_an_array_names_param_messages,
+        validation::bad_request_stream_not_a_boolean_names_param_stream,
+        limits::content_type_text_plain_is_415,
+        limits::content_type_multipart_is_415,
+        limits::content_type_missing_is_read_as_json,
+        limits::content_type_form_urlencoded_is_read_as_json,
+        limits::body_over_limit_with_content_length_is_413,
+        limits::body_over_limit_chunked_is_413,
+        limits::body_sent_too_slowly_is_408,
+        upstream::upstream_429_passes_through_with_retry_after,
+        upstream::upstream_500_passes_through,
+        upstream::upstream_503_passes_through,
+        upstream::upstream_truncated_json_is_502_invalid_response,
+        upstream::upstream_hangup_is_502_unreachable,
+        upstream::upstream_too_slow_is_504_timeout,
+        upstream::upstream_slow_within_timeout_succeeds,
+        robustness::garbage_request_line_does_not_kill_gateway,
+        robustness::huge_header_does_not_kill_gateway,
+        sdk::openai_sdk_plain_streamed_and_auth_error,
+    ]
+}

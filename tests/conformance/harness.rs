@@ -1,0 +1,414 @@
+//! Starting and stopping the processes under test: one mock upstream, and one gateway per target.
+//!
+//! Every child writes its output to a log file under `<target dir>/conformance-logs/`, and every
+//! child is killed when [`Processes`] is dropped (after the trials, or while a panic unwinds).
+
+use std::fs::File;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::client::{self, HttpClient};
+
+/// The upstream key the mock accepts and the gateway is configured with. It must never reach a
+/// client; [`crate::client`] checks every response for it.
+pub const UPSTREAM_KEY: &str = "mock-upstream-key";
+/// The client keys the gateway accepts (`GATEWAY_API_KEYS`).
+pub const CLIENT_KEY: &str = "test-client-key";
+pub const SECOND_CLIENT_KEY: &str = "second-client-key";
+pub const REGION: &str = "test-region";
+pub const MOCK_NAME: &str = "mock-a";
+/// `GATEWAY_CONFIG` for every target: small limits so the limit cases run quickly.
+pub const GATEWAY_CONFIG: &str = r#"{"models":[{"id":"mock-model","owned_by":"mock"},{"id":"mock-embedding","owned_by":"mock"}],"max_body_bytes":262144,"body_timeout_ms":1000,"upstream_timeout_ms":1500}"#;
+pub const MAX_BODY_BYTES: usize = 262_144;
+
+const MOCK_START_TIMEOUT: Duration = Duration::from_secs(30);
+const FLY_START_TIMEOUT: Duration = Duration::from_secs(30);
+/// The first `wrangler dev` compiles the Worker.
+const WORKER_START_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// The repository root (where the root `Cargo.toml` is).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The targets to test, from `CONFORMANCE_TARGETS` (comma-separated; default `fly`).
+pub fn requested_targets() -> Result<Vec<String>, String> {
+    let raw = std::env::var("CONFORMANCE_TARGETS").unwrap_or_else(|_| "fly".into());
+    let mut out: Vec<String> = Vec::new();
+    for t in raw.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+        if t != "fly" && t != "worker" {
+            return Err(format!(
+                "CONFORMANCE_TARGETS: unknown target '{t}' (known: fly, worker)"
+            ));
+        }
+        if !out.iter().any(|o| o == t) {
+            out.push(t.to_string());
+        }
+    }
+    if out.is_empty() {
+        return Err("CONFORMANCE_TARGETS lists no target (known: fly, worker)".into());
+    }
+    Ok(out)
+}
+
+/// The directory holding the workspace's binaries: next to the test executable
+/// (`target/debug/deps/conformance-…` → `target/debug`), else `$CARGO_TARGET_DIR/debug`, else
+/// `<repo>/target/debug`.
+fn binary_dirs() -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    if let Ok(exe) = std::env::current_exe() {
+        if let Some(dir) = exe.parent().and_then(Path::parent) {
+            dirs.push(dir.to_path_buf());
+        }
+    }
+    if let Ok(t) = std::env::var("CARGO_TARGET_DIR") {
+        dirs.push(PathBuf::from(t).join("debug"));
+    }
+    dirs.push(repo_root().join("target").join("debug"));
+    dirs
+}
+
+pub fn find_binary(name: &str) -> Result<PathBuf, String> {
+    let dirs = binary_dirs();
+    dirs.iter()
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            let looked: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+            format!(
+                "the '{name}' binary was not found (looked in {}); run `cargo build --workspace` before `cargo test --test conformance`",
+                looked.join(", ")
+            )
+        })
+}
+
+pub fn log_dir() -> PathBuf {
+    let base = binary_dirs()
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| repo_root().join("target"));
+    let dir = base.join("conformance-logs");
+    let _ = std::fs::create_dir_all(&dir);
+    dir
+}
+
+/// A port that was free a moment ago (bind to port 0, read it, release it).
+pub fn free_port() -> Result<u16, String> {
+    let l =
+        TcpListener::bind("127.0.0.1:0").map_err(|e| format!("cannot bind a free port: {e}"))?;
+    l.local_addr()
+        .map(|a| a.port())
+        .map_err(|e| format!("cannot read a bound port: {e}"))
+}
+
+struct Managed {
+    name: String,
+    child: Arc<Mutex<Child>>,
+    /// Spawned in its own process group, which is signalled as a whole.
+    group: bool,
+}
+
+/// Every child process started for the run; all of them are killed on drop.
+#[derive(Default)]
+pub struct Processes {
+    children: Vec<Managed>,
+}
+
+/// A started child, for health waiting and error messages.
+#[derive(Clone)]
+pub struct Started {
+    pub name: String,
+    pub child: Arc<Mutex<Child>>,
+    pub log: PathBuf,
+}
+
+impl Processes {
+    /// Spawns `cmd` with its output in `<log dir>/<name>.log`.
+    pub fn spawn(&mut self, name: &str, mut cmd: Command, group: bool) -> Result<Started, String> {
+        let log = log_dir().join(format!("{name}.log"));
+        let out =
+            File::create(&log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
+        let err = out
+            .try_clone()
+            .map_err(|e| format!("cannot reopen {}: {e}", log.display()))?;
+        cmd.stdin(Stdio::null()).stdout(out).stderr(err);
+        die_with_parent(&mut cmd);
+        let child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot start {name} ({cmd:?}): {e}"))?;
+        let child = Arc::new(Mutex::new(child));
+        self.children.push(Managed {
+            name: name.to_string(),
+            child: child.clone(),
+            group,
+        });
+        Ok(Started {
+            name: name.to_string(),
+            child,
+            log,
+        })
+    }
+}
+
+/// If the test process dies without running its destructors (killed by a signal), its children
+/// get SIGTERM from the kernel instead of living on.
+fn die_with_parent(cmd: &mut Command) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: prctl is async-signal-safe and the closure touches no memory of the parent.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                Ok(())
+            });
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = cmd;
+}
+
+fn signal_group(pid: u32, signal: libc::c_int) {
+    if let Ok(pid) = libc::pid_t::try_from(pid) {
+        // SAFETY: plain syscall; a group that no longer exists gives ESRCH, which is fine.
+        unsafe {
+            libc::killpg(pid, signal);
+        }
+    }
+}
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        for m in self.children.drain(..).rev() {
+            let mut child = match m.child.lock() {
+                Ok(c) => c,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            let pid = child.id();
+            if m.group {
+                // wrangler: let it stop workerd and its other children, then make sure.
+                signal_group(pid, libc::SIGTERM);
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while Instant::now() < deadline {
+                    if matches!(child.try_wait(), Ok(Some(_))) {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                signal_group(pid, libc::SIGKILL);
+            } else {
+                let _ = child.kill();
+            }
+            let _ = child.wait();
+            eprintln!("conformance: stopped {} (pid {pid})", m.name);
+        }
+    }
+}
+
+fn log_tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    let tail = &lines[lines.len().saturating_sub(40)..];
+    if tail.is_empty() {
+        "(no output)".into()
+    } else {
+        tail.join("\n")
+    }
+}
+
+/// Polls `GET <base>/health` until it answers 200, the process exits, or `timeout` passes.
+pub async fn wait_healthy(
+    http: &HttpClient,
+    started: &Started,
+    base: &str,
+    timeout: Duration,
+) -> Result<(), String> {
+    let deadline = Instant::now() + timeout;
+    let url = format!("{base}/health");
+    let mut last;
+    loop {
+        let exited = started
+            .child
+            .lock()
+            .ok()
+            .and_then(|mut c| c.try_wait().ok().flatten());
+        if let Some(status) = exited {
+            return Err(format!(
+                "{} exited ({status}) before answering {url}; its log ({}):\n{}",
+                started.name,
+                started.log.display(),
+                log_tail(&started.log)
+            ));
+        }
+        match client::get_status(http, &url, Duration::from_secs(3)).await {
+            Ok(200) => return Ok(()),
+            Ok(s) => last = format!("status {s}"),
+            Err(e) => last = e,
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "{} did not answer 200 on {url} within {}s (last: {last}); its log ({}):\n{}",
+                started.name,
+                timeout.as_secs(),
+                started.log.display(),
+                log_tail(&started.log)
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A running mock upstream.
+#[derive(Clone)]
+pub struct Mock {
+    /// `http://127.0.0.1:PORT` (no path).
+    pub base: String,
+}
+
+pub async fn start_mock(procs: &mut Processes, http: &HttpClient) -> Result<Mock, String> {
+    let bin = find_binary("mock-upstream")?;
+    let port = free_port()?;
+    let mut cmd = Command::new(bin);
+    cmd.args(["--port", &port.to_string()])
+        .args(["--api-key", UPSTREAM_KEY])
+        .args(["--name", MOCK_NAME])
+        .args(["--host", "127.0.0.1"]);
+    let started = procs.spawn("mock-upstream", cmd, false)?;
+    let base = format!("http://127.0.0.1:{port}");
+    wait_healthy(http, &started, &base, MOCK_START_TIMEOUT).await?;
+    Ok(Mock { base })
+}
+
+/// The settings every target gets, as (name, value) pairs.
+fn gateway_settings(mock: &Mock) -> Vec<(&'static str, String)> {
+    vec![
+        ("UPSTREAM_BASE_URL", format!("{}/v1", mock.base)),
+        ("UPSTREAM_API_KEY", UPSTREAM_KEY.to_string()),
+        (
+            "GATEWAY_API_KEYS",
+            format!("{CLIENT_KEY},{SECOND_CLIENT_KEY}"),
+        ),
+        ("GATEWAY_CONFIG", GATEWAY_CONFIG.to_string()),
+        ("FLY_REGION", REGION.to_string()),
+    ]
+}
+
+/// The command that runs the native runtime.
+pub fn fly_command(bin: &Path, port: u16, settings: &[(&str, String)]) -> Command {
+    let mut cmd = Command::new(bin);
+    for (k, v) in settings {
+        cmd.env(k, v);
+    }
+    cmd.env("PORT", port.to_string())
+        .env("BIND_ADDR", "127.0.0.1")
+        .env("SHUTDOWN_GRACE_SECS", "1");
+    cmd
+}
+
+/// The command that runs the Worker locally with `wrangler dev` (Node 22 from `node_modules`).
+/// Spawned in its own process group so that wrangler, workerd and their helpers can be stopped
+/// together.
+pub fn worker_command(
+    repo: &Path,
+    port: u16,
+    inspector_port: u16,
+    settings: &[(&str, String)],
+) -> Command {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new(repo.join("node_modules/.bin/wrangler"));
+    cmd.current_dir(repo)
+        .args(["dev", "--local", "--ip", "127.0.0.1"])
+        .args(["--port", &port.to_string()])
+        .args(["--inspector-port", &inspector_port.to_string()]);
+    for (k, v) in settings {
+        cmd.arg("--var").arg(format!("{k}:{v}"));
+    }
+    let node_bin = repo.join("node_modules/node/bin");
+    let path = match std::env::var_os("PATH") {
+        Some(p) => {
+            let mut all = vec![node_bin];
+            all.extend(std::env::split_paths(&p));
+            std::env::join_paths(all).unwrap_or(p)
+        }
+        None => node_bin.into_os_string(),
+    };
+    cmd.env("PATH", path)
+        .env("CI", "true")
+        .env("WRANGLER_SEND_METRICS", "false")
+        .env("CLOUDFLARE_CF_FETCH_ENABLED", "false");
+    cmd.process_group(0);
+    cmd
+}
+
+/// A target that answers `/health`.
+#[derive(Clone)]
+pub struct Target {
+    pub name: String,
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    pub addr: SocketAddr,
+}
+
+/// Spawns a target's process (quick); [`wait_target`] then waits for it to be ready.
+pub fn spawn_target(
+    procs: &mut Processes,
+    name: &str,
+    mock: &Mock,
+) -> Result<(Started, Target, Duration), String> {
+    let settings = gateway_settings(mock);
+    let port = free_port()?;
+    let (cmd, group, timeout) = match name {
+        "fly" => (
+            fly_command(&find_binary("fly-fallback")?, port, &settings),
+            false,
+            FLY_START_TIMEOUT,
+        ),
+        "worker" => {
+            let repo = repo_root();
+            let wrangler = repo.join("node_modules/.bin/wrangler");
+            if !wrangler.exists() {
+                return Err(format!(
+                    "{} is missing; run the setup script (scripts/test installs the npm packages; or `npm install` in {})",
+                    wrangler.display(),
+                    repo.display()
+                ));
+            }
+            let inspector = free_port()?;
+            (
+                worker_command(&repo, port, inspector, &settings),
+                true,
+                WORKER_START_TIMEOUT,
+            )
+        }
+        other => return Err(format!("unknown target '{other}'")),
+    };
+    let started = procs.spawn(name, cmd, group)?;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let target = Target {
+        name: name.to_string(),
+        base: format!("http://{addr}"),
+        addr,
+    };
+    Ok((started, target, timeout))
+}
+
+pub async fn wait_target(
+    http: &HttpClient,
+    started: &Started,
+    target: Target,
+    timeout: Duration,
+) -> Result<Target, String> {
+    let t0 = Instant::now();
+    wait_healthy(http, started, &target.base, timeout).await?;
+    eprintln!(
+        "conformance: target '{}' ready on {} after {:.1}s (log: {})",
+        target.name,
+        target.base,
+        t0.elapsed().as_secs_f64(),
+        started.log.display()
+    );
+    Ok(target)
+}
