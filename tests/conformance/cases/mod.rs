@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 use crate::client::{self, Call, HttpClient};
 
 mod auth;
+mod cache;
 mod chat;
 mod health;
 mod limits;
@@ -152,5 +153,20 @@ pub fn all() -> Vec<Case> {
         robustness::garbage_request_line_does_not_kill_gateway,
         robustness::huge_header_does_not_kill_gateway,
         sdk::openai_sdk_plain_streamed_and_auth_error,
+        cache::cache_second_identical_request_is_a_hit_without_upstream_call,
+        cache::cache_reordered_keys_and_whitespace_hit,
+        cache::cache_each_answer_changing_field_misses,
+        cache::cache_delivery_only_fields_do_not_change_the_key,
+        cache::cache_is_separate_per_client_key,
+        cache::cache_never_stores_upstream_errors,
+        cache::cache_never_stores_nondeterministic_requests,
+        cache::cache_never_stores_cut_off_or_failed_streams,
+        cache::cache_streamed_hit_replays_valid_sse_with_usage_and_done,
+        cache::cache_streamed_and_plain_requests_get_their_own_form,
+        cache::cache_control_headers_refresh_bypass_and_set_ttl,
+        cache::cache_embeddings_and_completions_are_cached,
+        cache::cache_concurrent_identical_misses_make_one_upstream_call,
+        cache::cache_redis_is_shared_between_fly_machines,
+        cache::cache_failing_redis_still_answers_as_miss,
     ]
 }
