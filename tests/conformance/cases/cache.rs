@@ -488,9 +488,6 @@ pub async fn cache_embeddings_and_completions_are_cached(ctx: Arc<Ctx>) {
 /// fly-fallback: identical concurrent misses make one upstream call, and every waiter gets the
 /// answer.
 pub async fn cache_concurrent_identical_misses_make_one_upstream_call(ctx: Arc<Ctx>) {
-    if ctx.target != "fly" {
-        return;
-    }
     let model = ctx.model("mock-slow-300ms", "cache_coalesce");
     let body = chat0(&model, "all at once");
     let calls: Vec<_> = (0..20)
@@ -629,9 +626,6 @@ fn at(ctx: &Ctx, base: &str) -> Call {
 
 /// Two fly-fallback machines sharing one Redis: what one stored, the other serves.
 pub async fn cache_redis_is_shared_between_fly_machines(ctx: Arc<Ctx>) {
-    if ctx.target != "fly" {
-        return;
-    }
     let mut procs = Processes::default();
     let (_redis, port) =
         start_redis(&mut procs, "cache-redis-shared").unwrap_or_else(|e| panic!("{e}"));
@@ -678,9 +672,6 @@ pub async fn cache_redis_is_shared_between_fly_machines(ctx: Arc<Ctx>) {
 
 /// A Redis that is down (never started, or stopped while running) costs misses, not failures.
 pub async fn cache_failing_redis_still_answers_as_miss(ctx: Arc<Ctx>) {
-    if ctx.target != "fly" {
-        return;
-    }
     let mut procs = Processes::default();
     // Nothing listens on a port that was just free.
     let closed = harness::free_port().unwrap_or_else(|e| panic!("{e}"));
@@ -744,5 +735,54 @@ pub async fn cache_failing_redis_still_answers_as_miss(ctx: Arc<Ctx>) {
         &at(&ctx, &live).json(&chat0(&model, "after 1")).send().await,
         "HIT",
     );
+    drop(procs);
+}
+
+// --- the Worker without its KV namespace ------------------------------------------------------
+
+/// The Worker whose KV binding is unavailable (a second `wrangler dev` serving the same bundle
+/// with a config that declares no namespace): every cacheable request still succeeds, as a MISS
+/// that reaches the upstream, plain and streamed.
+pub async fn cache_unavailable_kv_still_answers_as_miss(ctx: Arc<Ctx>) {
+    let mut procs = Processes::default();
+    let port = harness::free_port().unwrap_or_else(|e| panic!("{e}"));
+    let inspector = harness::free_port().unwrap_or_else(|e| panic!("{e}"));
+    let settings: Vec<(&str, String)> = vec![
+        ("UPSTREAM_BASE_URL", format!("{}/v1", ctx.mock)),
+        ("UPSTREAM_API_KEY", harness::UPSTREAM_KEY.to_string()),
+        ("GATEWAY_API_KEYS", harness::CLIENT_KEY.to_string()),
+        ("GATEWAY_CONFIG", harness::GATEWAY_CONFIG.to_string()),
+    ];
+    let mut cmd = harness::worker_command(&ctx.repo, port, inspector, &settings);
+    cmd.arg("--config")
+        .arg(ctx.repo.join("tests/conformance/wrangler-without-kv.toml"));
+    let started = procs
+        .spawn("cache-worker-without-kv", cmd, true)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let base = format!("http://127.0.0.1:{port}");
+    harness::wait_healthy(&ctx.http, &started, &base, Duration::from_secs(120))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    let model = ctx.model("mock-model", "cache_without_kv");
+    let body = chat0(&model, "no kv here");
+    let mut contents = Vec::new();
+    for _ in 0..2 {
+        let r = at(&ctx, &base).json(&body).send().await;
+        r.expect_status(200);
+        assert_eq!(r.header(STATUS), Some("MISS"), "{}", r.label);
+        contents.push(r.json()["choices"][0]["message"]["content"].clone());
+    }
+    assert_eq!(contents[0], contents[1]);
+    ctx.expect_upstream_calls(&model, 2, "without KV nothing is cached")
+        .await;
+
+    let stream_model = ctx.model("mock-stream-3x10ms", "cache_without_kv_stream");
+    let mut stream_body = chat0(&stream_model, "no kv here");
+    stream_body["stream"] = json!(true);
+    let r = at(&ctx, &base).json(&stream_body).send().await;
+    r.expect_status(200);
+    assert_eq!(r.header(STATUS), Some("MISS"), "{}", r.label);
+    assert!(r.text().trim_end().ends_with("data: [DONE]"), "{}", r.label);
     drop(procs);
 }
