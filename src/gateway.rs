@@ -258,7 +258,11 @@ impl Gateway {
             return ResponseMode::PassThrough;
         }
         let is_sse = content_type
-            .map(|c| c.trim_start().to_ascii_lowercase().starts_with("text/event-stream"))
+            .map(|c| {
+                c.trim_start()
+                    .to_ascii_lowercase()
+                    .starts_with("text/event-stream")
+            })
             .unwrap_or(false);
         if is_sse {
             ResponseMode::Stream
@@ -306,7 +310,9 @@ mod tests {
     fn health_needs_no_key_and_names_version_and_region() {
         let gw = gateway("{}");
         let a = gw.admit(&head("GET", "/health", None)).unwrap();
-        let Plan::Reply(r) = gw.plan(&a, None, b"").unwrap() else { panic!() };
+        let Plan::Reply(r) = gw.plan(&a, None, b"").unwrap() else {
+            panic!()
+        };
         let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
         assert_eq!(v["region"], "ams");
         assert_eq!(v["version"], VERSION);
@@ -315,17 +321,43 @@ mod tests {
     #[test]
     fn inference_routes_need_a_valid_key_before_anything_else() {
         let gw = gateway("{}");
-        assert_eq!(gw.admit(&head("POST", "/v1/chat/completions", None)).unwrap_err().status(), 401);
-        assert_eq!(gw.admit(&head("POST", "/v1/chat/completions", Some("Bearer nope"))).unwrap_err().status(), 401);
-        assert!(gw.admit(&head("POST", "/v1/chat/completions", Some("Bearer client-1"))).is_ok());
+        assert_eq!(
+            gw.admit(&head("POST", "/v1/chat/completions", None))
+                .unwrap_err()
+                .status(),
+            401
+        );
+        assert_eq!(
+            gw.admit(&head("POST", "/v1/chat/completions", Some("Bearer nope")))
+                .unwrap_err()
+                .status(),
+            401
+        );
+        assert!(gw
+            .admit(&head(
+                "POST",
+                "/v1/chat/completions",
+                Some("Bearer client-1")
+            ))
+            .is_ok());
     }
 
     #[test]
     fn chat_request_is_forwarded_to_the_matching_upstream_path_with_query() {
         let gw = gateway("{}");
-        let a = gw.admit(&head("POST", "/v1/chat/completions", Some("Bearer client-1"))).unwrap();
+        let a = gw
+            .admit(&head(
+                "POST",
+                "/v1/chat/completions",
+                Some("Bearer client-1"),
+            ))
+            .unwrap();
         let Plan::Forward(f) = gw
-            .plan(&a, Some("api-version=1"), br#"{"model":"m","messages":[{"role":"user","content":"x"}],"stream":true}"#)
+            .plan(
+                &a,
+                Some("api-version=1"),
+                br#"{"model":"m","messages":[{"role":"user","content":"x"}],"stream":true}"#,
+            )
             .unwrap()
         else {
             panic!()
@@ -339,8 +371,12 @@ mod tests {
     #[test]
     fn models_come_from_config_or_from_the_upstream() {
         let gw = gateway(r#"{"models":[{"id":"gpt-x","owned_by":"me","created":5}]}"#);
-        let a = gw.admit(&head("GET", "/v1/models", Some("Bearer client-1"))).unwrap();
-        let Plan::Reply(r) = gw.plan(&a, None, b"").unwrap() else { panic!() };
+        let a = gw
+            .admit(&head("GET", "/v1/models", Some("Bearer client-1")))
+            .unwrap();
+        let Plan::Reply(r) = gw.plan(&a, None, b"").unwrap() else {
+            panic!()
+        };
         let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
         assert_eq!(v["object"], "list");
         assert_eq!(v["data"][0]["id"], "gpt-x");
@@ -348,8 +384,12 @@ mod tests {
         assert_eq!(v["data"][0]["owned_by"], "me");
 
         let gw = gateway("{}");
-        let a = gw.admit(&head("GET", "/v1/models", Some("Bearer client-1"))).unwrap();
-        let Plan::Forward(f) = gw.plan(&a, None, b"").unwrap() else { panic!() };
+        let a = gw
+            .admit(&head("GET", "/v1/models", Some("Bearer client-1")))
+            .unwrap();
+        let Plan::Forward(f) = gw.plan(&a, None, b"").unwrap() else {
+            panic!()
+        };
         assert_eq!(f.url, "http://up.example/v1/models");
         assert_eq!(f.method, "GET");
     }
@@ -357,16 +397,39 @@ mod tests {
     #[test]
     fn response_mode_streams_sse_buffers_json_and_passes_errors_through() {
         let gw = gateway("{}");
-        assert_eq!(gw.response_mode(200, Some("text/event-stream; charset=utf-8")), ResponseMode::Stream);
-        assert_eq!(gw.response_mode(200, Some("application/json")), ResponseMode::Buffered);
-        assert_eq!(gw.response_mode(429, Some("application/json")), ResponseMode::PassThrough);
-        assert_eq!(gw.response_mode(500, Some("text/event-stream")), ResponseMode::PassThrough);
+        assert_eq!(
+            gw.response_mode(200, Some("text/event-stream; charset=utf-8")),
+            ResponseMode::Stream
+        );
+        assert_eq!(
+            gw.response_mode(200, Some("application/json")),
+            ResponseMode::Buffered
+        );
+        assert_eq!(
+            gw.response_mode(429, Some("application/json")),
+            ResponseMode::PassThrough
+        );
+        assert_eq!(
+            gw.response_mode(500, Some("text/event-stream")),
+            ResponseMode::PassThrough
+        );
     }
 
     #[test]
     fn garbage_upstream_answers_are_502() {
         let gw = gateway("{}");
-        assert_eq!(gw.check_buffered(b"{\"id\": \"tru").unwrap_err().status(), 502);
-        assert_eq!(gw.check_buffered(br#"{"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}"#).unwrap().unwrap().total_tokens, 2);
+        assert_eq!(
+            gw.check_buffered(b"{\"id\": \"tru").unwrap_err().status(),
+            502
+        );
+        assert_eq!(
+            gw.check_buffered(
+                br#"{"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}"#
+            )
+            .unwrap()
+            .unwrap()
+            .total_tokens,
+            2
+        );
     }
 }

@@ -30,7 +30,10 @@ pub async fn serve(
     eprintln!(
         "fly-fallback {} listening on http://{}",
         ai_edge_gateway::gateway::VERSION,
-        listener.local_addr().map(|a| a.to_string()).unwrap_or_default()
+        listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default()
     );
 
     let builder = auto::Builder::new(TokioExecutor::new());

@@ -79,7 +79,10 @@ fn behaviour(model: &str) -> Behaviour {
             return Behaviour::Error(code as u16);
         }
     }
-    if let Some(ms) = base.strip_prefix("mock-slow-").and_then(|r| num(r.trim_end_matches("ms"))) {
+    if let Some(ms) = base
+        .strip_prefix("mock-slow-")
+        .and_then(|r| num(r.trim_end_matches("ms")))
+    {
         return Behaviour::Slow(ms);
     }
     if let Some(n) = base.strip_prefix("mock-cutoff-").and_then(num) {
@@ -103,7 +106,11 @@ fn full(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Respo
 }
 
 fn json_response(status: StatusCode, v: &Value) -> Response<Body> {
-    full(status, "application/json", serde_json::to_vec(v).unwrap_or_default())
+    full(
+        status,
+        "application/json",
+        serde_json::to_vec(v).unwrap_or_default(),
+    )
 }
 
 fn openai_error(status: StatusCode, message: &str, kind: &str, code: &str) -> Response<Body> {
@@ -119,7 +126,10 @@ fn hash_hex(parts: &[&[u8]]) -> String {
         h.update(p);
         h.update([0]);
     }
-    h.finalize()[..6].iter().map(|b| format!("{b:02x}")).collect()
+    h.finalize()[..6]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn words(s: &str) -> u64 {
@@ -134,7 +144,11 @@ fn answer_text(model: &str, input: &Value) -> String {
         Value::Array(msgs) => msgs
             .last()
             .and_then(|m| m.get("content"))
-            .map(|c| c.as_str().map(str::to_string).unwrap_or_else(|| c.to_string()))
+            .map(|c| {
+                c.as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| c.to_string())
+            })
             .unwrap_or_default(),
         Value::String(s) => s.clone(),
         other => other.to_string(),
@@ -157,20 +171,31 @@ impl Mock {
         }
     }
 
-    async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Result<Response<Body>, std::io::Error> {
+    async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+    ) -> Result<Response<Body>, std::io::Error> {
         let mut resp = self.clone().route(req).await?;
-        resp.headers_mut().insert("x-mock-upstream", self.name.clone());
-        resp.headers_mut().insert("x-request-id", HeaderValue::from_static("mock-req-1"));
+        resp.headers_mut()
+            .insert("x-mock-upstream", self.name.clone());
+        resp.headers_mut()
+            .insert("x-request-id", HeaderValue::from_static("mock-req-1"));
         Ok(resp)
     }
 
-    async fn route(self: Arc<Self>, req: Request<Incoming>) -> Result<Response<Body>, std::io::Error> {
+    async fn route(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+    ) -> Result<Response<Body>, std::io::Error> {
         let path = req.uri().path().to_string();
         match (req.method().clone(), path.as_str()) {
             (Method::GET, "/__calls") => {
                 let calls = self.calls.lock().map(|c| c.clone()).unwrap_or_default();
                 let total: u64 = calls.values().sum();
-                return Ok(json_response(StatusCode::OK, &json!({"total": total, "models": calls})));
+                return Ok(json_response(
+                    StatusCode::OK,
+                    &json!({"total": total, "models": calls}),
+                ));
             }
             (Method::POST, "/__reset") => {
                 if let Ok(mut c) = self.calls.lock() {
@@ -178,7 +203,9 @@ impl Mock {
                 }
                 return Ok(json_response(StatusCode::OK, &json!({"reset": true})));
             }
-            (Method::GET, "/health") => return Ok(json_response(StatusCode::OK, &json!({"status": "ok"}))),
+            (Method::GET, "/health") => {
+                return Ok(json_response(StatusCode::OK, &json!({"status": "ok"})))
+            }
             _ => {}
         }
 
@@ -192,7 +219,12 @@ impl Mock {
         if req.method() == Method::GET && path == "/v1/models" {
             self.count("__models");
             if !authorized {
-                return Ok(openai_error(StatusCode::UNAUTHORIZED, "Incorrect API key provided.", "invalid_request_error", "invalid_api_key"));
+                return Ok(openai_error(
+                    StatusCode::UNAUTHORIZED,
+                    "Incorrect API key provided.",
+                    "invalid_request_error",
+                    "invalid_api_key",
+                ));
             }
             return Ok(json_response(
                 StatusCode::OK,
@@ -207,24 +239,50 @@ impl Mock {
             "/v1/completions" => "text",
             "/v1/embeddings" => "embedding",
             _ => {
-                return Ok(openai_error(StatusCode::NOT_FOUND, "Unknown path", "invalid_request_error", "not_found"));
+                return Ok(openai_error(
+                    StatusCode::NOT_FOUND,
+                    "Unknown path",
+                    "invalid_request_error",
+                    "not_found",
+                ));
             }
         };
         let (parts, body) = req.into_parts();
-        let bytes = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+        let bytes = body
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .unwrap_or_default();
         let request: Value = match serde_json::from_slice(&bytes) {
             Ok(v) => v,
             Err(_) => {
                 self.count("__invalid_json");
-                return Ok(openai_error(StatusCode::BAD_REQUEST, "Invalid JSON", "invalid_request_error", "invalid_json"));
+                return Ok(openai_error(
+                    StatusCode::BAD_REQUEST,
+                    "Invalid JSON",
+                    "invalid_request_error",
+                    "invalid_json",
+                ));
             }
         };
-        let model = request.get("model").and_then(Value::as_str).unwrap_or("").to_string();
+        let model = request
+            .get("model")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
         self.count(&model);
         if !authorized {
-            return Ok(openai_error(StatusCode::UNAUTHORIZED, "Incorrect API key provided.", "invalid_request_error", "invalid_api_key"));
+            return Ok(openai_error(
+                StatusCode::UNAUTHORIZED,
+                "Incorrect API key provided.",
+                "invalid_request_error",
+                "invalid_api_key",
+            ));
         }
-        let stream = request.get("stream").and_then(Value::as_bool).unwrap_or(false);
+        let stream = request
+            .get("stream")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
         let include_usage = request
             .pointer("/stream_options/include_usage")
             .and_then(Value::as_bool)
@@ -233,18 +291,36 @@ impl Mock {
         let behaviour = behaviour(&model);
         match behaviour {
             Behaviour::Error(code) => {
-                let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-                let mut r = openai_error(status, &format!("Mock upstream error {code}"), if code >= 500 { "server_error" } else { "requests" }, &format!("mock_{code}"));
+                let status =
+                    StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                let mut r = openai_error(
+                    status,
+                    &format!("Mock upstream error {code}"),
+                    if code >= 500 {
+                        "server_error"
+                    } else {
+                        "requests"
+                    },
+                    &format!("mock_{code}"),
+                );
                 if code == 429 {
-                    r.headers_mut().insert("retry-after", HeaderValue::from_static("7"));
-                    r.headers_mut().insert("x-ratelimit-remaining-requests", HeaderValue::from_static("0"));
+                    r.headers_mut()
+                        .insert("retry-after", HeaderValue::from_static("7"));
+                    r.headers_mut().insert(
+                        "x-ratelimit-remaining-requests",
+                        HeaderValue::from_static("0"),
+                    );
                 }
                 return Ok(r);
             }
             Behaviour::Slow(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
             Behaviour::Hangup => return Err(std::io::Error::other("mock hangup")),
             Behaviour::Garbage => {
-                return Ok(full(StatusCode::OK, "application/json", &b"{\"id\":\"chatcmpl-garbage\",\"choices\":[{\"mess"[..]));
+                return Ok(full(
+                    StatusCode::OK,
+                    "application/json",
+                    &b"{\"id\":\"chatcmpl-garbage\",\"choices\":[{\"mess"[..],
+                ));
             }
             _ => {}
         }
@@ -261,7 +337,11 @@ impl Mock {
             let mut seen = serde_json::Map::new();
             for (k, v) in parts.headers.iter() {
                 let shown = if k == http::header::AUTHORIZATION {
-                    if authorized { "<the upstream key>".to_string() } else { "<another key>".to_string() }
+                    if authorized {
+                        "<the upstream key>".to_string()
+                    } else {
+                        "<another key>".to_string()
+                    }
                 } else {
                     v.to_str().unwrap_or("<binary>").to_string()
                 };
@@ -274,7 +354,11 @@ impl Mock {
         let prompt_tokens = words(&input.to_string());
         let completion_tokens = words(&text);
         let usage = json!({"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens});
-        let id = format!("{}-mock-{}", if kind == "chat" { "chatcmpl" } else { "cmpl" }, hash_hex(&[model.as_bytes(), text.as_bytes()]));
+        let id = format!(
+            "{}-mock-{}",
+            if kind == "chat" { "chatcmpl" } else { "cmpl" },
+            hash_hex(&[model.as_bytes(), text.as_bytes()])
+        );
 
         if !stream {
             let body = if kind == "chat" {
@@ -316,7 +400,11 @@ impl Mock {
                 if i > 0 && delay_ms > 0 {
                     tokio::time::sleep(Duration::from_millis(delay_ms)).await;
                 }
-                if tx.send(Ok(Frame::data(sse_frame(&chunk(Some(piece), None))))).await.is_err() {
+                if tx
+                    .send(Ok(Frame::data(sse_frame(&chunk(Some(piece), None)))))
+                    .await
+                    .is_err()
+                {
                     return;
                 }
             }
@@ -344,10 +432,20 @@ impl Mock {
             tail.extend_from_slice(b"data: [DONE]\n\n");
             let _ = tx.send(Ok(Frame::data(Bytes::from(tail)))).await;
         });
-        let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) });
+        let stream =
+            futures_util::stream::unfold(
+                rx,
+                |mut rx| async move { rx.recv().await.map(|x| (x, rx)) },
+            );
         let mut r = Response::new(BodyExt::boxed(StreamBody::new(stream)));
-        r.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-        r.headers_mut().insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        r.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream"),
+        );
+        r.headers_mut().insert(
+            http::header::CACHE_CONTROL,
+            HeaderValue::from_static("no-cache"),
+        );
         Ok(r)
     }
 }
@@ -384,7 +482,10 @@ fn embeddings(model: &str, input: &Value) -> Response<Body> {
 }
 
 fn arg(args: &[String], name: &str) -> Option<String> {
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned()
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
 }
 
 #[tokio::main]
@@ -394,7 +495,9 @@ async fn main() {
         println!("usage: mock-upstream --port N --api-key KEY --name NAME [--host 127.0.0.1]");
         return;
     }
-    let port: u16 = arg(&args, "--port").and_then(|p| p.parse().ok()).unwrap_or(9090);
+    let port: u16 = arg(&args, "--port")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(9090);
     let host = arg(&args, "--host").unwrap_or_else(|| "127.0.0.1".into());
     let api_key = arg(&args, "--api-key").unwrap_or_else(|| "mock-upstream-key".into());
     let name = arg(&args, "--name").unwrap_or_else(|| "mock".into());
@@ -417,11 +520,16 @@ async fn main() {
             std::process::exit(1);
         }
     };
-    let local = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    let local = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
     println!("mock-upstream '{name}' listening on http://{local}");
     let builder = auto::Builder::new(TokioExecutor::new());
     loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let mock = mock.clone();
         let conn = builder
@@ -443,8 +551,20 @@ mod tests {
     #[test]
     fn model_names_select_behaviours() {
         assert_eq!(behaviour("gpt-4o"), Behaviour::Normal);
-        assert_eq!(behaviour("mock-stream-5x200ms"), Behaviour::Stream { chunks: 5, delay_ms: 200 });
-        assert_eq!(behaviour("mock-stream-5x200ms@test1"), Behaviour::Stream { chunks: 5, delay_ms: 200 });
+        assert_eq!(
+            behaviour("mock-stream-5x200ms"),
+            Behaviour::Stream {
+                chunks: 5,
+                delay_ms: 200
+            }
+        );
+        assert_eq!(
+            behaviour("mock-stream-5x200ms@test1"),
+            Behaviour::Stream {
+                chunks: 5,
+                delay_ms: 200
+            }
+        );
         assert_eq!(behaviour("mock-error-429"), Behaviour::Error(429));
         assert_eq!(behaviour("mock-slow-1500ms"), Behaviour::Slow(1500));
         assert_eq!(behaviour("mock-cutoff-2"), Behaviour::Cutoff(2));
@@ -454,8 +574,14 @@ mod tests {
     #[test]
     fn answers_are_deterministic_and_depend_on_the_input() {
         let a = answer_text("m", &json!([{"role": "user", "content": "hi"}]));
-        assert_eq!(a, answer_text("m", &json!([{"role": "user", "content": "hi"}])));
-        assert_ne!(a, answer_text("m", &json!([{"role": "user", "content": "ho"}])));
+        assert_eq!(
+            a,
+            answer_text("m", &json!([{"role": "user", "content": "hi"}]))
+        );
+        assert_ne!(
+            a,
+            answer_text("m", &json!([{"role": "user", "content": "ho"}]))
+        );
     }
 
     #[test]
