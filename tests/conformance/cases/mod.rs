@@ -16,6 +16,7 @@ mod auth;
 mod cache;
 mod chat;
 mod health;
+mod lifecycle;
 mod limits;
 mod robustness;
 mod routing;
@@ -177,11 +178,14 @@ pub fn all() -> Vec<Case> {
         cache::cache_embeddings_and_completions_are_cached,
     ];
     all.extend(cases![Some("fly");
+        lifecycle::fly_invalid_configuration_exits_2_naming_the_setting,
+        lifecycle::fly_sigterm_drains_in_flight_streams_and_stops_accepting,
         cache::cache_concurrent_identical_misses_make_one_upstream_call,
         cache::cache_redis_is_shared_between_fly_machines,
         cache::cache_failing_redis_still_answers_as_miss,
     ]);
     all.extend(cases![Some("worker");
+        lifecycle::worker_invalid_configuration_answers_500_naming_the_setting,
         cache::cache_unavailable_kv_still_answers_as_miss,
     ]);
     all

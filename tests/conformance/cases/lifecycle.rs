@@ -1,0 +1,173 @@
+//! Start-up and shutdown of each runtime: invalid settings are reported naming the setting, and
+//! fly-fallback drains in-flight streams on SIGTERM / SIGINT before exiting.
+
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hyper::Method;
+use serde_json::json;
+
+use super::{chat_body, Ctx};
+use crate::client::Call;
+use crate::expect;
+use crate::harness::{self, Processes};
+
+fn settings(ctx: &Ctx, config: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("UPSTREAM_BASE_URL", format!("{}/v1", ctx.mock)),
+        ("UPSTREAM_API_KEY", harness::UPSTREAM_KEY.to_string()),
+        ("GATEWAY_API_KEYS", harness::CLIENT_KEY.to_string()),
+        ("GATEWAY_CONFIG", config.to_string()),
+    ]
+}
+
+fn wait_exit(started: &harness::Started, within: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Ok(mut child) = started.child.lock() {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// fly-fallback with an unknown field in GATEWAY_CONFIG exits with status 2 and a message that
+/// names the setting, instead of serving or panicking.
+pub async fn fly_invalid_configuration_exits_2_naming_the_setting(ctx: Arc<Ctx>) {
+    let mut procs = Processes::default();
+    let port = harness::free_port().unwrap_or_else(|e| panic!("{e}"));
+    let bin = harness::find_binary("fly-fallback").unwrap_or_else(|e| panic!("{e}"));
+    let cmd = harness::fly_command(&bin, port, &settings(&ctx, r#"{"max_body_byte": 1}"#));
+    let started = procs
+        .spawn("fly-bad-config", cmd, false)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let status = wait_exit(&started, Duration::from_secs(10)).expect("fly-fallback kept running");
+    assert_eq!(status.code(), Some(2), "exit status {status:?}");
+    let log = std::fs::read_to_string(&started.log).unwrap_or_default();
+    assert!(
+        log.contains("GATEWAY_CONFIG") && log.contains("max_body_byte"),
+        "the message should name the setting and the field: {log}"
+    );
+    assert!(!log.contains("panicked"), "{log}");
+}
+
+/// The Worker with an invalid GATEWAY_CONFIG answers every request with a 500 in the OpenAI
+/// shape naming the setting (never the platform's bare error page).
+pub async fn worker_invalid_configuration_answers_500_naming_the_setting(ctx: Arc<Ctx>) {
+    let mut procs = Processes::default();
+    let port = harness::free_port().unwrap_or_else(|e| panic!("{e}"));
+    let inspector = harness::free_port().unwrap_or_else(|e| panic!("{e}"));
+    let mut cmd = harness::worker_command(
+        &ctx.repo,
+        port,
+        inspector,
+        &settings(&ctx, r#"{"max_body_byte": 1}"#),
+    );
+    cmd.arg("--config")
+        .arg(ctx.repo.join("tests/conformance/wrangler-without-kv.toml"));
+    let started = procs
+        .spawn("worker-bad-config", cmd, true)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let base = format!("http://127.0.0.1:{port}");
+    // /health answers 500 too, so wait for the port rather than for a 200.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "wrangler dev did not listen");
+        assert!(
+            wait_exit(&started, Duration::ZERO).is_none(),
+            "wrangler dev exited"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut last = None;
+    for _ in 0..100 {
+        let r = Call::new(
+            ctx.http.clone(),
+            &base,
+            &ctx.target,
+            Method::POST,
+            "/v1/chat/completions",
+            &ctx.key,
+        )
+        .json(&chat_body("mock-model", "hi"))
+        .send()
+        .await;
+        if r.status == 500 {
+            last = Some(r);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let r = last.expect("no 500 from the misconfigured Worker");
+    let err = expect::error(&r, 500, "gateway_misconfigured");
+    let message = err["message"].as_str().unwrap_or("").to_string();
+    assert!(message.contains("GATEWAY_CONFIG"), "{message}");
+}
+
+/// On SIGTERM fly-fallback stops accepting connections but lets an in-flight stream finish with
+/// `[DONE]`, then exits 0 within the grace period (what fly.toml's kill_timeout expects).
+pub async fn fly_sigterm_drains_in_flight_streams_and_stops_accepting(ctx: Arc<Ctx>) {
+    let mut procs = Processes::default();
+    let port = harness::free_port().unwrap_or_else(|e| panic!("{e}"));
+    let bin = harness::find_binary("fly-fallback").unwrap_or_else(|e| panic!("{e}"));
+    let mut cmd = harness::fly_command(&bin, port, &settings(&ctx, "{}"));
+    cmd.env("SHUTDOWN_GRACE_SECS", "10");
+    let started = procs
+        .spawn("fly-shutdown", cmd, false)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let base = format!("http://127.0.0.1:{port}");
+    harness::wait_healthy(&ctx.http, &started, &base, Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    let model = ctx.model("mock-stream-5x200ms", "shutdown_drain");
+    let mut body = chat_body(&model, "finish me");
+    body["stream"] = json!(true);
+    let stream = Call::new(
+        ctx.http.clone(),
+        &base,
+        &ctx.target,
+        Method::POST,
+        "/v1/chat/completions",
+        &ctx.key,
+    )
+    .json(&body)
+    .stream();
+    let in_flight = tokio::spawn(stream);
+    // Let the stream start (its first event is sent at once, the rest 200 ms apart).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pid = started.child.lock().map(|c| c.id()).unwrap_or(0);
+    // SAFETY: plain syscall on our own child.
+    unsafe {
+        libc::kill(pid as libc::pid_t, libc::SIGTERM);
+    }
+
+    // New connections are refused once the listener is closed.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "still accepting 5 s after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let s = in_flight.await.expect("stream task");
+    s.expect_status(200);
+    assert!(s.body_error.is_none(), "{}: {:?}", s.label, s.body_error);
+    assert_eq!(
+        s.events.last().map(|e| e.data.as_str()),
+        Some("[DONE]"),
+        "{}: the in-flight stream must complete: {}",
+        s.label,
+        s.raw
+    );
+    let status = wait_exit(&started, Duration::from_secs(10)).expect("did not exit after draining");
+    assert!(status.success(), "exit status {status:?}");
+}
