@@ -56,6 +56,9 @@ pub struct Forward {
     pub url: String,
     pub model: Option<String>,
     pub stream: bool,
+    /// The parsed request body (inference routes), kept so later decisions (the cache key) do
+    /// not parse the body again.
+    pub request: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 #[derive(Debug, Clone)]
@@ -206,6 +209,7 @@ impl Gateway {
                     url: self.upstream_url(Route::Models, query),
                     model: None,
                     stream: false,
+                    request: None,
                 })),
             },
             route => {
@@ -215,6 +219,7 @@ impl Gateway {
                     url: self.upstream_url(route, query),
                     model: Some(req.model),
                     stream: req.stream,
+                    request: Some(req.body),
                 }))
             }
         }
@@ -229,13 +234,12 @@ impl Gateway {
         }
     }
 
-    /// The cache decision for a [`Forward`] from [`Gateway::plan`]: `body` is the same body,
-    /// `headers` the client's request headers. See [`crate::cache`] for the steps that follow.
+    /// The cache decision for a [`Forward`] from [`Gateway::plan`]; `headers` are the client's
+    /// request headers. See [`crate::cache`] for the steps that follow.
     pub fn cache_plan<'h, I>(
         &self,
         admitted: &Admitted,
         forward: &Forward,
-        body: &[u8],
         headers: I,
     ) -> crate::cache::CachePlan
     where
@@ -248,7 +252,7 @@ impl Gateway {
             &forward.url,
             forward.model.as_deref().unwrap_or(""),
             forward.stream,
-            body,
+            forward.request.as_ref(),
             headers,
         )
     }

@@ -228,8 +228,7 @@ impl Proxy {
                     .iter()
                     .map(|(n, v)| (n.as_str(), v.as_bytes()))
                     .collect();
-                let plan =
-                    gw.cache_plan(&admitted, &forward, &body, request_headers.iter().copied());
+                let plan = gw.cache_plan(&admitted, &forward, request_headers.iter().copied());
                 let wait = Duration::from_millis(gw.settings().upstream_timeout_ms);
                 let miss = match cache::begin(self.cache.as_ref(), plan, wait).await {
                     Step::Bypass => {

@@ -231,7 +231,7 @@ pub fn plan<'h, I>(
     upstream_url: &str,
     model: &str,
     stream: bool,
-    body: &[u8],
+    body: Option<&Map<String, Value>>,
     headers: I,
 ) -> CachePlan
 where
@@ -247,11 +247,11 @@ where
     if controls.no_store {
         return CachePlan::Bypass(BypassReason::NoStore);
     }
-    let Ok(body) = serde_json::from_slice::<Map<String, Value>>(body) else {
+    let Some(body) = body else {
         return CachePlan::Bypass(BypassReason::Unparsable);
     };
     let model_policy = settings.model(model);
-    if let Err(reason) = policy::check_request(route, &body, model_policy) {
+    if let Err(reason) = policy::check_request(route, body, model_policy) {
         return CachePlan::Bypass(reason);
     }
     let ttl_secs = policy::ttl_secs(settings, model_policy, &controls);
@@ -261,7 +261,7 @@ where
             upstream_url,
             namespace: &namespace,
             model,
-            body: &body,
+            body,
             stream,
         },
         headers,
@@ -300,7 +300,7 @@ mod tests {
             "http://up/v1/chat/completions",
             &model,
             stream,
-            body.as_bytes(),
+            v.as_object(),
             headers.iter().map(|(n, v)| (*n, v.as_bytes())),
         )
     }

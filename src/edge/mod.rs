@@ -235,7 +235,6 @@ async fn handle(
             let plan = gw.cache_plan(
                 &admitted,
                 &forward,
-                &body,
                 req_headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())),
             );
             let lookup = match plan {
