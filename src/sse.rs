@@ -121,6 +121,15 @@ impl SseObserver {
     pub fn needs_termination_error(&self) -> bool {
         !self.saw_done && !self.saw_error
     }
+
+    /// Ends the observation of a stream, however it ended: records completion and usage in the
+    /// request's log, and returns the error event to append when the stream was cut off.
+    pub fn finish(&self, log: &mut crate::log::RequestLog) -> Option<Vec<u8>> {
+        log.stream_complete = Some(self.saw_done);
+        log.set_usage(self.usage);
+        self.needs_termination_error()
+            .then(|| crate::error::GatewayError::UpstreamStreamInterrupted.sse_event())
+    }
 }
 
 fn memfind(hay: &[u8], needle: &[u8]) -> Option<usize> {
@@ -175,6 +184,23 @@ data: [DONE]\n\n";
         o.observe(b"data: {\"error\":{\"message\":\"x\"}}\n\n");
         assert!(o.saw_error());
         assert!(!o.needs_termination_error());
+    }
+
+    #[test]
+    fn finish_logs_completion_and_usage_and_appends_an_error_only_when_cut_off() {
+        let mut log = crate::log::RequestLog::default();
+        let mut o = SseObserver::new();
+        o.observe(STREAM.as_bytes());
+        assert_eq!(o.finish(&mut log), None);
+        assert_eq!(log.stream_complete, Some(true));
+        assert_eq!(log.completion_tokens, Some(2));
+
+        let mut log = crate::log::RequestLog::default();
+        let mut o = SseObserver::new();
+        o.observe(b"data: {\"choices\":[]}\n\n");
+        let tail = o.finish(&mut log).expect("an error event");
+        assert!(String::from_utf8_lossy(&tail).contains("upstream_stream_interrupted"));
+        assert_eq!(log.stream_complete, Some(false));
     }
 
     #[test]

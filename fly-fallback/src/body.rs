@@ -7,7 +7,6 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use std::time::Instant;
 
-use ai_edge_gateway::error::GatewayError;
 use ai_edge_gateway::log::RequestLog;
 use ai_edge_gateway::sse::SseObserver;
 use bytes::Bytes;
@@ -94,16 +93,12 @@ impl GatewayBody {
             return None;
         };
         let sse = sse.as_ref()?;
-        let complete = sse.saw_done();
-        let usage = sse.usage();
-        let tail = sse
-            .needs_termination_error()
-            .then(|| Bytes::from(GatewayError::UpstreamStreamInterrupted.sse_event()));
-        if let Some(g) = &mut self.log {
-            g.log.stream_complete = Some(complete);
-            g.log.set_usage(usage);
-        }
-        tail
+        let mut scratch = ai_edge_gateway::log::RequestLog::default();
+        let log = match &mut self.log {
+            Some(g) => &mut g.log,
+            None => &mut scratch,
+        };
+        sse.finish(log).map(Bytes::from)
     }
 }
 

@@ -11,7 +11,6 @@ use futures_util::Stream;
 use worker::ByteStream;
 
 use crate::cache::{CacheEntry, StreamRecorder};
-use crate::error::GatewayError;
 use crate::log::{elapsed_ms, RequestLog};
 use crate::sse::SseObserver;
 
@@ -70,11 +69,7 @@ impl TappedStream {
                 }
             }
         }
-        self.log.log.stream_complete = Some(self.observer.saw_done());
-        self.log.log.set_usage(self.observer.usage());
-        if self.observer.needs_termination_error() {
-            self.tail = Some(GatewayError::UpstreamStreamInterrupted.sse_event());
-        }
+        self.tail = self.observer.finish(&mut self.log.log);
     }
 }
 
