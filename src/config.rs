@@ -395,6 +395,24 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_sample_gateway_config_is_valid() {
+        let readme = include_str!("../README.md");
+        let start = readme
+            .find("`GATEWAY_CONFIG` (schema")
+            .and_then(|i| readme[i..].find("```json").map(|j| i + j + "```json".len()))
+            .expect("the README documents GATEWAY_CONFIG with a json block");
+        let end = start + readme[start..].find("```").expect("closed block");
+        let doc = &readme[start..end];
+        let s = Settings::from_lookup(lookup(&[
+            ("UPSTREAM_BASE_URL", "http://x/v1"),
+            ("GATEWAY_API_KEYS", "k"),
+            ("GATEWAY_CONFIG", doc),
+        ]))
+        .unwrap_or_else(|e| panic!("README sample rejected: {e}"));
+        assert_eq!(s.models[0].id, "gpt-4o-mini");
+    }
+
+    #[test]
     fn debug_output_never_shows_the_upstream_key() {
         let s = Settings::from_lookup(lookup(&[
             ("UPSTREAM_BASE_URL", "http://x"),
