@@ -277,10 +277,16 @@ impl Gateway {
 
     /// Checks a buffered upstream answer; returns the usage it reports.
     pub fn check_buffered(&self, body: &[u8]) -> Result<Option<Usage>, GatewayError> {
-        if serde_json::from_slice::<serde::de::IgnoredAny>(body).is_err() {
-            return Err(GatewayError::UpstreamInvalidResponse);
+        // One pass in the usual case: reading the usage parses (and so checks) the whole
+        // document. Only a body that is not an object with a well-typed usage takes a second
+        // pass to tell valid JSON from garbage.
+        if let Some(usage) = usage_of_json(body) {
+            return Ok(Some(usage));
         }
-        Ok(usage_of_json(body))
+        match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+            Ok(_) => Ok(None),
+            Err(_) => Err(GatewayError::UpstreamInvalidResponse),
+        }
     }
 }
 
