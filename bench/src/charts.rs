@@ -71,12 +71,34 @@ fn log_range(values: impl Iterator<Item = f64>) -> (f64, f64) {
 pub fn latency(res: &Results, path: &Path) -> Result<(), Err> {
     let root = BitMapBackend::new(path, (1500, 560)).into_drawing_area();
     root.fill(&WHITE)?;
-    let (title, body) = root.split_vertically(50);
+    let (title, body) = root.split_vertically(80);
+    let (title, legend) = title.split_vertically(45);
     title.titled(
-        "Latency at fixed request rates (open loop, from the scheduled time; log scales)",
-        ("sans-serif", 24).into_font(),
+        "Latency at fixed request rates (open loop, from the scheduled time; log scales; x: saturated)",
+        ("sans-serif", 22).into_font(),
     )?;
     let panels = body.split_evenly((1, 3));
+    let targets_in_legend: Vec<_> = res
+        .targets
+        .iter()
+        .filter(|r| r.ok() && r.rates.iter().any(|p| p.stats.is_some()))
+        .collect();
+    // One legend for the three panels, in a strip under the title.
+    let mut x = 120;
+    for (i, r) in targets_in_legend.iter().enumerate() {
+        let c = color_of(&r.name, i);
+        legend.draw(&PathElement::new(
+            vec![(x, 16), (x + 30, 16)],
+            c.stroke_width(4),
+        ))?;
+        legend.draw(&Circle::new((x + 15, 16), 4, c.filled()))?;
+        legend.draw(&Text::new(
+            r.name.clone(),
+            (x + 38, 7),
+            ("sans-serif", 17).into_font(),
+        ))?;
+        x += 60 + 10 * r.name.len() as i32;
+    }
     let targets: Vec<_> = res
         .targets
         .iter()
@@ -147,12 +169,7 @@ pub fn latency(res: &Results, path: &Path) -> Result<(), Err> {
                         .map(|s| (xi(p.rate), (f(s) / 1000.0).max(ylo)))
                 })
                 .collect();
-            chart
-                .draw_series(LineSeries::new(pts.clone(), c.stroke_width(2)))?
-                .label(r.name.clone())
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(3))
-                });
+            chart.draw_series(LineSeries::new(pts.clone(), c.stroke_width(2)))?;
             chart.draw_series(pts.iter().map(|p| Circle::new(*p, 4, c.filled())))?;
             // Saturated points: a cross.
             chart.draw_series(
@@ -167,13 +184,6 @@ pub fn latency(res: &Results, path: &Path) -> Result<(), Err> {
                     .map(|p| Cross::new(p, 8, c.stroke_width(2))),
             )?;
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .label_font(("sans-serif", 14))
-            .draw()?;
     }
     root.present()?;
     Ok(())

@@ -232,7 +232,6 @@ async fn measure(c: &Common, knobs: Knobs, work_sub: &str) -> Result<Results, St
             notes.push(format!("Other processes were using {f:.2} cores when the run started (waited {:.0} s for quiet).", knobs.quiet_wait_s));
         }
     }
-    let run_start = sys::cpu_snapshot();
     let mut started = scenarios::start_all(&paths, &c.targets, &progress).await?;
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let mock_idle_kib = sys::tree_rss_kib(started.mock.pid);
@@ -253,14 +252,33 @@ async fn measure(c: &Common, knobs: Knobs, work_sub: &str) -> Result<Results, St
         let Some(r) = started.results.iter_mut().find(|r| r.name == l.spec.name) else {
             continue;
         };
-        scenarios::per_target(l, started.mock.pid, &knobs, r, &progress).await;
+        let direct = started.live.iter().find(|d| d.spec.name == "direct");
+        scenarios::per_target(l, direct, started.mock.pid, &knobs, r, &progress).await;
     }
     scenarios::relate_streams(&mut started.results);
     progress.finish();
-    let foreign = sys::foreign_cores(&run_start, &sys::cpu_snapshot());
-    notes.push(format!(
-        "Other processes on the machine used {foreign:.2} cores on average during the run; a load step during which they used more than 0.2 cores was repeated once after waiting for quiet (see `foreign_cores` in results.json)."
-    ));
+    let steps: Vec<f64> = started
+        .results
+        .iter()
+        .flat_map(|r| {
+            r.rates
+                .iter()
+                .filter_map(|p| p.stats.as_ref())
+                .chain(r.closed.iter().map(|c| &c.stats))
+                .chain(r.search.iter().map(|(_, s)| s))
+                .filter_map(|s| s.foreign_cores)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    if !steps.is_empty() {
+        let mean = steps.iter().sum::<f64>() / steps.len() as f64;
+        let max = steps.iter().cloned().fold(0.0, f64::max);
+        let disturbed = steps.iter().filter(|f| **f >= 0.2).count();
+        notes.push(format!(
+            "Other processes on the machine used {mean:.2} cores on average (at most {max:.2}) during the {} load steps; {disturbed} step(s) kept a figure measured while they used 0.2 cores or more, after one repeat (`foreign_cores` in results.json).",
+            steps.len()
+        ));
+    }
     for r in &started.results {
         if let Some(s) = &r.skipped {
             notes.push(format!("{} was skipped: {s}", r.name));

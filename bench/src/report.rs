@@ -445,7 +445,7 @@ fn detail_tables(res: &Results, out: &mut String) {
     let _ = writeln!(out, "\n## Streaming\n");
     let _ = writeln!(
         out,
-        "{} streams of {} events {} ms apart ({} at a time). Added delays are relative to direct: the first event's (median), and the median over events 2..{} of each event's median arrival time.\n",
+        "{} streams of {} events {} ms apart ({} at a time). Added delays are relative to as many streams straight to the mock run at the same time (so both see the same mock timer jitter): the first event's (median over streams), and the median over events 2..{} of the difference in each event's median arrival time.\n",
         res.knobs.streams,
         crate::targets::STREAM_EVENTS,
         crate::targets::STREAM_GAP_MS,

@@ -62,7 +62,7 @@ impl Knobs {
             streams: 100,
             stream_concurrency: 20,
             hold_streams: 1000,
-            hold_within_s: 30.0,
+            hold_within_s: 60.0,
             cache_requests: 1000,
             timeout_s: 30.0,
             quiet_wait_s: 300.0,
@@ -146,6 +146,9 @@ pub struct Streaming {
     /// following events.
     pub added_first_event_us: Option<f64>,
     pub added_per_event_us: Option<f64>,
+    /// The added delays come from direct streams run at the same time.
+    #[serde(default)]
+    pub paired: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
@@ -560,6 +563,7 @@ fn saturated(s: &LoadStats, rate: f64) -> bool {
 /// Everything but the sequential scenario, for one target.
 pub async fn per_target(
     l: &Live,
+    direct: Option<&Live>,
     mock_pid: u32,
     k: &Knobs,
     r: &mut TargetResult,
@@ -701,7 +705,7 @@ pub async fn per_target(
         k.streams,
         targets::STREAM_EVENTS
     ));
-    r.streaming = Some(streaming(l, k).await);
+    r.streaming = Some(streaming(l, direct, k).await);
     progress.inc();
 
     // Cache hits: only once the gateway says HIT.
@@ -727,14 +731,43 @@ pub async fn per_target(
     tokio::time::sleep(Duration::from_millis(1500)).await;
 }
 
-async fn streaming(l: &Live, k: &Knobs) -> Streaming {
-    let traces = load::streams(
-        l.stream.clone(),
-        k.streams,
-        k.stream_concurrency,
-        k.timeout(),
-    )
-    .await;
+/// Streams through the target; when `direct` is given, the same number of streams straight to
+/// the mock run at the same time, so that both see the same mock timer behaviour and the added
+/// delays compare like with like.
+async fn streaming(l: &Live, direct: Option<&Live>, k: &Knobs) -> Streaming {
+    let run =
+        |spec: Arc<RequestSpec>| load::streams(spec, k.streams, k.stream_concurrency, k.timeout());
+    match direct.filter(|d| d.spec.name != l.spec.name) {
+        Some(d) => {
+            let (t, base) = tokio::join!(run(l.stream.clone()), run(d.stream.clone()));
+            let mut out = summarize(t);
+            let base = summarize(base);
+            if base.complete > 0 {
+                relate(&mut out, &base);
+                out.paired = true;
+            }
+            out
+        }
+        None => summarize(run(l.stream.clone()).await),
+    }
+}
+
+fn relate(s: &mut Streaming, direct: &Streaming) {
+    if s.complete == 0 {
+        return;
+    }
+    s.added_first_event_us = Some(s.first_event_p50_us - direct.first_event_p50_us);
+    let mut later: Vec<f64> = s
+        .event_offsets_us
+        .iter()
+        .zip(&direct.event_offsets_us)
+        .skip(1)
+        .map(|(a, b)| a - b)
+        .collect();
+    s.added_per_event_us = Some(median(&mut later));
+}
+
+fn summarize(traces: Vec<Result<load::StreamTrace, String>>) -> Streaming {
     let mut out = Streaming {
         streams: traces.len(),
         ..Default::default()
@@ -775,7 +808,7 @@ async fn streaming(l: &Live, k: &Knobs) -> Streaming {
     out
 }
 
-/// Fills in the streaming figures relative to direct.
+/// Fills in the streaming figures relative to direct where they were not measured in pairs.
 pub fn relate_streams(results: &mut [TargetResult]) {
     let Some(direct) = results
         .iter()
@@ -786,18 +819,9 @@ pub fn relate_streams(results: &mut [TargetResult]) {
         return;
     };
     for r in results.iter_mut() {
-        let Some(s) = r.streaming.as_mut().filter(|s| s.complete > 0) else {
-            continue;
-        };
-        s.added_first_event_us = Some(s.first_event_p50_us - direct.first_event_p50_us);
-        let mut later: Vec<f64> = s
-            .event_offsets_us
-            .iter()
-            .zip(&direct.event_offsets_us)
-            .skip(1)
-            .map(|(a, b)| a - b)
-            .collect();
-        s.added_per_event_us = Some(median(&mut later));
+        if let Some(s) = r.streaming.as_mut().filter(|s| !s.paired) {
+            relate(s, &direct);
+        }
     }
 }
 

@@ -21,7 +21,7 @@ pub const CHAT_MODEL: &str = "bench-model";
 pub const STREAM_EVENTS: usize = 50;
 pub const STREAM_GAP_MS: u64 = 20;
 pub const STREAM_MODEL: &str = "mock-stream-50x20ms";
-pub const HOLD_MODEL: &str = "mock-stream-40x1000ms";
+pub const HOLD_MODEL: &str = "mock-stream-90x1000ms";
 pub const MODELS: &[&str] = &[CHAT_MODEL, STREAM_MODEL, HOLD_MODEL];
 
 pub const MOCK_KEY: &str = "sk-bench-mock-upstream";
@@ -465,7 +465,8 @@ fn workerd_target(paths: &Paths, mock_v1: &str) -> Result<TargetSpec, String> {
     let port = free_port();
     let dir = paths.work.join("workerd");
     fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let abs = |p: &Path| fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    // workerd embeds files relative to its config: copy the bundle next to it (which also keeps
+    // the run's bundle fixed if dist/ is rebuilt meanwhile).
     let mut modules = Vec::new();
     let mut ordered = vec![entry.clone()];
     ordered.extend(files.iter().filter(|p| **p != entry).cloned());
@@ -481,10 +482,8 @@ fn workerd_target(paths: &Paths, mock_v1: &str) -> Result<TargetSpec, String> {
             Some("bin") => "data",
             _ => continue,
         };
-        modules.push(format!(
-            "(name = \"{name}\", {kind} = embed \"{}\")",
-            abs(f).display()
-        ));
+        fs::copy(f, dir.join(&name)).map_err(|e| format!("{}: {e}", f.display()))?;
+        modules.push(format!("(name = \"{name}\", {kind} = embed \"{name}\")"));
     }
     let text = |k: &str, v: &str| format!("(name = \"{k}\", text = \"{v}\")");
     let config = format!(
