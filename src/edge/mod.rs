@@ -4,6 +4,7 @@
 //! bindings, and asks the core ([`crate::Gateway`]) for every decision. Errors never escape as
 //! the platform's bare 500: everything becomes an OpenAI-shaped response.
 
+mod body;
 mod kv_cache;
 mod location;
 mod settings;
@@ -13,7 +14,6 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use futures_util::future::{select, Either};
-use futures_util::StreamExt;
 use worker::{
     event, AbortController, Context, Delay, Env, Fetch, Headers, Method, Request, RequestInit,
     Response, ResponseBody,
@@ -182,7 +182,7 @@ enum Outcome {
 async fn handle(
     gw: &Rc<Gateway>,
     io: &Io<'_>,
-    mut req: Request,
+    req: Request,
     log: &mut RequestLog,
     start: f64,
 ) -> Result<Outcome, GatewayError> {
@@ -207,7 +207,7 @@ async fn handle(
             .flatten()
             .and_then(|v| v.trim().parse().ok());
         gw.check_declared_length(declared)?;
-        read_body(gw, &mut req).await?
+        read_body(gw, &req, declared).await?
     } else {
         Vec::new()
     };
@@ -294,29 +294,23 @@ fn set_request_id(headers: &Headers, log: &RequestLog) {
 }
 
 /// Reads the client's body, failing with 413 past the limit and 408 past the body timeout.
-async fn read_body(gw: &Gateway, req: &mut Request) -> Result<Vec<u8>, GatewayError> {
+async fn read_body(
+    gw: &Gateway,
+    req: &Request,
+    declared: Option<u64>,
+) -> Result<Vec<u8>, GatewayError> {
     let settings = gw.settings();
     let limit = settings.max_body_bytes;
-    let mut stream = match req.stream() {
-        Ok(s) => s,
-        Err(_) => return Ok(Vec::new()), // no body at all
-    };
-    let read = async move {
-        let mut body = Vec::new();
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|_| GatewayError::MalformedJson {
-                detail: "the request body could not be read".into(),
-            })?;
-            if (body.len() + chunk.len()) as u64 > limit {
-                return Err(GatewayError::PayloadTooLarge { limit });
-            }
-            body.extend_from_slice(&chunk);
-        }
-        Ok(body)
-    };
+    let read = body::read_all(req.inner().body(), declared, limit);
     let timeout = Delay::from(Duration::from_millis(settings.body_timeout_ms));
     match select(Box::pin(read), timeout).await {
-        Either::Left((result, _)) => result,
+        Either::Left((Ok(body), _)) => Ok(body),
+        Either::Left((Err(body::ReadError::TooLarge), _)) => {
+            Err(GatewayError::PayloadTooLarge { limit })
+        }
+        Either::Left((Err(body::ReadError::Failed), _)) => Err(GatewayError::MalformedJson {
+            detail: "the request body could not be read".into(),
+        }),
         Either::Right(_) => Err(GatewayError::RequestTimeout),
     }
 }
@@ -419,19 +413,20 @@ async fn call_upstream(
         ResponseMode::Buffered => {
             let limit = settings.max_upstream_response_bytes;
             let remaining = settings.upstream_timeout_ms as f64 - (js_sys::Date::now() - start);
-            let mut stream = upstream
-                .stream()
-                .map_err(|_| GatewayError::UpstreamInvalidResponse)?;
+            let declared = upstream
+                .headers()
+                .get("content-length")
+                .ok()
+                .flatten()
+                .and_then(|v| v.trim().parse().ok());
+            let stream = match upstream.into_parts().1 {
+                ResponseBody::Stream(s) => Some(s),
+                _ => None,
+            };
             let read = async move {
-                let mut bytes = Vec::new();
-                while let Some(chunk) = stream.next().await {
-                    let chunk = chunk.map_err(|_| GatewayError::UpstreamInvalidResponse)?;
-                    if (bytes.len() + chunk.len()) as u64 > limit {
-                        return Err(GatewayError::UpstreamInvalidResponse);
-                    }
-                    bytes.extend_from_slice(&chunk);
-                }
-                Ok(bytes)
+                body::read_all(stream, declared, limit)
+                    .await
+                    .map_err(|_| GatewayError::UpstreamInvalidResponse)
             };
             let timeout = Delay::from(Duration::from_millis(remaining.max(1.0) as u64));
             let bytes = match select(Box::pin(read), timeout).await {

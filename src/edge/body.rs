@@ -1,0 +1,48 @@
+//! Reading whole bodies (the client's request, a non-streamed upstream answer) within a limit.
+//!
+//! When the length is declared (and already checked against the limit) the body is read by the
+//! platform in one `arrayBuffer()` call and copied into wasm once; otherwise it is read chunk by
+//! chunk and the limit is enforced as it grows, so an undeclared body is never read past it.
+
+use futures_util::StreamExt;
+use worker::wasm_bindgen_futures::JsFuture;
+use worker::web_sys::{ReadableStream, Response as JsResponse};
+use worker::ByteStream;
+
+pub enum ReadError {
+    TooLarge,
+    Failed,
+}
+
+pub async fn read_all(
+    stream: Option<ReadableStream>,
+    declared: Option<u64>,
+    limit: u64,
+) -> Result<Vec<u8>, ReadError> {
+    let Some(stream) = stream else {
+        return Ok(Vec::new());
+    };
+    if declared.is_some_and(|n| n <= limit) {
+        let buffer = JsResponse::new_with_opt_readable_stream(Some(&stream))
+            .and_then(|r| r.array_buffer())
+            .map_err(|_| ReadError::Failed)?;
+        let value = JsFuture::from(buffer)
+            .await
+            .map_err(|_| ReadError::Failed)?;
+        let bytes = js_sys::Uint8Array::new(&value);
+        if u64::from(bytes.length()) > limit {
+            return Err(ReadError::TooLarge);
+        }
+        return Ok(bytes.to_vec());
+    }
+    let mut chunks = ByteStream::from(stream);
+    let mut body = Vec::new();
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.map_err(|_| ReadError::Failed)?;
+        if (body.len() + chunk.len()) as u64 > limit {
+            return Err(ReadError::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
