@@ -66,6 +66,9 @@ struct Common {
     /// Comma-separated target names (direct, fly-fallback, portkey, litellm, worker-workerd).
     #[arg(long, value_delimiter = ',')]
     targets: Vec<String>,
+    /// Do not run `cargo build` for mock-upstream and fly-fallback first.
+    #[arg(long)]
+    no_build: bool,
     /// Threads of the load generator's runtime (1: a single-threaded runtime).
     #[arg(long, default_value_t = 1)]
     client_threads: usize,
@@ -141,13 +144,17 @@ fn paths(c: &Common, work_sub: &str) -> Result<Paths, String> {
             .ok()
             .and_then(|p| p.parent().map(Path::to_path_buf));
         match here {
-            Some(d) if d.join("mock-upstream").exists() && d.ends_with("release") => d,
+            // Built by cargo: the mock and fly-fallback land in the same target directory.
+            Some(d) if d.ends_with("release") => d,
             _ => repo.join("target/release"),
         }
     });
+    // Unless told where the binaries are, make sure they are built from the current sources (a
+    // no-op for cargo when they are): a stale fly-fallback must not be what gets measured.
     let need = ["mock-upstream", "fly-fallback"];
-    if need.iter().any(|b| !bin_dir.join(b).exists()) {
-        eprintln!("bench: building release binaries of mock-upstream and fly-fallback");
+    let missing = need.iter().any(|b| !bin_dir.join(b).exists());
+    if missing || (c.bin_dir.is_none() && !c.no_build) {
+        eprintln!("bench: cargo build --release -p mock-upstream -p fly-fallback");
         let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
             .args([
                 "build",
@@ -166,7 +173,10 @@ fn paths(c: &Common, work_sub: &str) -> Result<Paths, String> {
     }
     Ok(Paths {
         peers: c.peers.clone().unwrap_or_else(|| repo.join("bench/.peers")),
-        work: repo.join("bench/.work").join(work_sub),
+        // One directory per process: logs and generated configs of concurrent runs stay apart.
+        work: repo
+            .join("bench/.work")
+            .join(format!("{work_sub}-{}", std::process::id())),
         bin_dir,
         repo,
     })
@@ -312,6 +322,10 @@ async fn measure(c: &Common, knobs: Knobs, work_sub: &str) -> Result<Results, St
         }
     }
     drop(started.mock);
+    // Keep the logs only when something failed (the notes point to them).
+    if results.targets.iter().all(|r| r.failed.is_none()) {
+        let _ = std::fs::remove_dir_all(&paths.work);
+    }
     Ok(results)
 }
 
@@ -491,6 +505,8 @@ fn cmd_soak(a: SoakArgs) -> Result<(), String> {
         };
         let r = scenarios::soak(l, a.rate, total, window, &Knobs::full(), &progress).await;
         progress.finish();
+        drop(started);
+        let _ = std::fs::remove_dir_all(&paths.work);
         Ok::<_, String>(r)
     })?;
     report::write(
