@@ -199,6 +199,7 @@ fn bars(
     series: &[(String, RGBColor, Vec<Option<f64>>)],
     log: bool,
     fmt: &dyn Fn(f64) -> String,
+    legend_at: SeriesLabelPosition,
 ) -> Result<(), Err> {
     let n = categories.len().max(1) as f64;
     let values = series.iter().flat_map(|s| s.2.iter().flatten().cloned());
@@ -264,7 +265,7 @@ fn bars(
             if series.len() > 1 {
                 chart
                     .configure_series_labels()
-                    .position(SeriesLabelPosition::UpperRight)
+                    .position(legend_at.clone())
                     .background_style(WHITE.mix(0.85))
                     .border_style(BLACK)
                     .label_font(("sans-serif", 14))
@@ -352,6 +353,7 @@ pub fn throughput(res: &Results, path: &Path) -> Result<(), Err> {
         &series,
         true,
         &k,
+        SeriesLabelPosition::UpperRight,
     )?;
     root.present()?;
     Ok(())
@@ -398,6 +400,7 @@ pub fn overhead(res: &Results, path: &Path) -> Result<(), Err> {
         &series,
         true,
         &msf,
+        SeriesLabelPosition::UpperLeft,
     )?;
     root.present()?;
     Ok(())
@@ -434,6 +437,7 @@ pub fn memory(res: &Results, path: &Path) -> Result<(), Err> {
         &series,
         true,
         &msf,
+        SeriesLabelPosition::UpperLeft,
     )?;
     root.present()?;
     Ok(())
