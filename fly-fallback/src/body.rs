@@ -29,8 +29,7 @@ impl Drop for LogGuard {
         self.log.total_ms = (self.log.total_ms * 1000.0).round() / 1000.0;
         let mut line = self.log.to_line();
         line.push('\n');
-        use std::io::Write;
-        let _ = std::io::stdout().lock().write_all(line.as_bytes());
+        crate::log_sink::write(line);
     }
 }
 

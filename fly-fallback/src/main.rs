@@ -3,6 +3,7 @@
 
 mod body;
 mod cache;
+mod log_sink;
 mod proxy;
 mod server;
 
@@ -59,7 +60,9 @@ fn main() {
         }
     };
     let gateway = Arc::new(Gateway::new(settings, "fly-fallback"));
+    log_sink::start();
     let result = runtime.block_on(server::serve(gateway, &host, port, grace));
+    log_sink::flush(Duration::from_secs(2));
     if let Err(e) = result {
         eprintln!("fly-fallback: {e}");
         std::process::exit(1);

@@ -171,3 +171,84 @@ pub async fn fly_sigterm_drains_in_flight_streams_and_stops_accepting(ctx: Arc<C
     let status = wait_exit(&started, Duration::from_secs(10)).expect("did not exit after draining");
     assert!(status.success(), "exit status {status:?}");
 }
+
+/// Every request writes one JSON log line with the documented fields, and no secret (the client's
+/// key, the upstream key) ever appears in the log.
+pub async fn fly_writes_one_json_log_line_per_request_without_secrets(ctx: Arc<Ctx>) {
+    let mut procs = Processes::default();
+    let port = harness::free_port().unwrap_or_else(|e| panic!("{e}"));
+    let bin = harness::find_binary("fly-fallback").unwrap_or_else(|e| panic!("{e}"));
+    let mut cmd = harness::fly_command(&bin, port, &settings(&ctx, "{}"));
+    cmd.env("FLY_REGION", "log-region");
+    let started = procs
+        .spawn("fly-logs", cmd, false)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let base = format!("http://127.0.0.1:{port}");
+    harness::wait_healthy(&ctx.http, &started, &base, Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let at = |key: &str| {
+        Call::new(
+            ctx.http.clone(),
+            &base,
+            &ctx.target,
+            Method::POST,
+            "/v1/chat/completions",
+            key,
+        )
+    };
+    let model = ctx.model("mock-model", "log_lines");
+    at(&ctx.key)
+        .header("x-request-id", "log-line-ok")
+        .json(&chat_body(&model, "log me"))
+        .send()
+        .await
+        .expect_status(200);
+    at("not-a-key")
+        .header("x-request-id", "log-line-denied")
+        .json(&chat_body(&model, "log me"))
+        .send()
+        .await
+        .expect_status(401);
+
+    // Stop it so every line is flushed, then read what it wrote.
+    let pid = started.child.lock().map(|c| c.id()).unwrap_or(0);
+    // SAFETY: plain syscall on our own child.
+    unsafe {
+        libc::kill(pid as libc::pid_t, libc::SIGTERM);
+    }
+    wait_exit(&started, Duration::from_secs(10)).expect("fly-fallback did not exit");
+    let log = std::fs::read_to_string(&started.log).unwrap_or_default();
+    for secret in [harness::UPSTREAM_KEY, harness::CLIENT_KEY, "not-a-key"] {
+        assert!(!log.contains(secret), "the log contains a secret: {log}");
+    }
+    let line_of = |id: &str| -> serde_json::Value {
+        let lines: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains(&format!("\"request_id\":\"{id}\"")))
+            .collect();
+        assert_eq!(lines.len(), 1, "one line for {id}: {log}");
+        serde_json::from_str(lines[0]).unwrap_or_else(|e| panic!("not JSON ({e}): {}", lines[0]))
+    };
+    let ok = line_of("log-line-ok");
+    for field in [
+        "time",
+        "region",
+        "method",
+        "path",
+        "model",
+        "status",
+        "upstream_ms",
+        "total_ms",
+        "bytes_in",
+        "bytes_out",
+    ] {
+        assert!(ok.get(field).is_some(), "field {field} missing: {ok}");
+    }
+    assert_eq!(ok["status"], 200);
+    assert_eq!(ok["region"], "log-region");
+    assert_eq!(ok["model"], model.as_str());
+    let denied = line_of("log-line-denied");
+    assert_eq!(denied["status"], 401);
+    assert_eq!(denied["error_code"], "invalid_api_key");
+}

@@ -180,6 +180,7 @@ pub fn all() -> Vec<Case> {
     all.extend(cases![Some("fly");
         lifecycle::fly_invalid_configuration_exits_2_naming_the_setting,
         lifecycle::fly_sigterm_drains_in_flight_streams_and_stops_accepting,
+        lifecycle::fly_writes_one_json_log_line_per_request_without_secrets,
         cache::cache_concurrent_identical_misses_make_one_upstream_call,
         cache::cache_redis_is_shared_between_fly_machines,
         cache::cache_failing_redis_still_answers_as_miss,
