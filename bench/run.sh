@@ -26,6 +26,9 @@ cargo build --release --quiet -p bench -p mock-upstream -p fly-fallback
 
 if [ "$sub" = "run" ]; then
   bench/setup-peers.sh
+  # The Worker is measured from the bundle `wrangler deploy` would upload (dist/).
+  echo "bench/run.sh: building the Worker bundle" >&2
+  (source scripts/lib/env.sh && ensure_worker_tools && ensure_node_modules && scripts/check-bundle)
 fi
 
 exec target/release/bench "$sub" "$@"
