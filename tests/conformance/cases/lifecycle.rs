@@ -22,6 +22,49 @@ fn settings(ctx: &Ctx, config: &str) -> Vec<(&'static str, String)> {
     ]
 }
 
+/// A chat completion call to a gateway this case started itself.
+fn chat_at(ctx: &Ctx, base: &str, key: &str) -> Call {
+    Call::new(
+        ctx.http.clone(),
+        base,
+        &ctx.target,
+        Method::POST,
+        "/v1/chat/completions",
+        key,
+    )
+}
+
+/// Starts a fly-fallback of this case's own and waits until it answers `/health`.
+async fn start_fly(
+    procs: &mut Processes,
+    ctx: &Ctx,
+    name: &str,
+    env: &[(&str, &str)],
+) -> (harness::Started, u16, String) {
+    let port = harness::free_port().unwrap_or_else(|e| panic!("{e}"));
+    let bin = harness::find_binary("fly-fallback").unwrap_or_else(|e| panic!("{e}"));
+    let mut cmd = harness::fly_command(&bin, port, &settings(ctx, "{}"));
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let started = procs
+        .spawn(name, cmd, false)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let base = format!("http://127.0.0.1:{port}");
+    harness::wait_healthy(&ctx.http, &started, &base, Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    (started, port, base)
+}
+
+fn terminate(started: &harness::Started) {
+    let pid = started.child.lock().map(|c| c.id()).unwrap_or(0);
+    // SAFETY: plain syscall on our own child.
+    unsafe {
+        libc::kill(pid as libc::pid_t, libc::SIGTERM);
+    }
+}
+
 fn wait_exit(started: &harness::Started, within: Duration) -> Option<std::process::ExitStatus> {
     let deadline = Instant::now() + within;
     loop {
@@ -87,17 +130,10 @@ pub async fn worker_invalid_configuration_answers_500_naming_the_setting(ctx: Ar
     }
     let mut last = None;
     for _ in 0..100 {
-        let r = Call::new(
-            ctx.http.clone(),
-            &base,
-            &ctx.target,
-            Method::POST,
-            "/v1/chat/completions",
-            &ctx.key,
-        )
-        .json(&chat_body("mock-model", "hi"))
-        .send()
-        .await;
+        let r = chat_at(&ctx, &base, &ctx.key)
+            .json(&chat_body("mock-model", "hi"))
+            .send()
+            .await;
         if r.status == 500 {
             last = Some(r);
             break;
@@ -114,39 +150,22 @@ pub async fn worker_invalid_configuration_answers_500_naming_the_setting(ctx: Ar
 /// `[DONE]`, then exits 0 within the grace period (what fly.toml's kill_timeout expects).
 pub async fn fly_sigterm_drains_in_flight_streams_and_stops_accepting(ctx: Arc<Ctx>) {
     let mut procs = Processes::default();
-    let port = harness::free_port().unwrap_or_else(|e| panic!("{e}"));
-    let bin = harness::find_binary("fly-fallback").unwrap_or_else(|e| panic!("{e}"));
-    let mut cmd = harness::fly_command(&bin, port, &settings(&ctx, "{}"));
-    cmd.env("SHUTDOWN_GRACE_SECS", "10");
-    let started = procs
-        .spawn("fly-shutdown", cmd, false)
-        .unwrap_or_else(|e| panic!("{e}"));
-    let base = format!("http://127.0.0.1:{port}");
-    harness::wait_healthy(&ctx.http, &started, &base, Duration::from_secs(30))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let (started, port, base) = start_fly(
+        &mut procs,
+        &ctx,
+        "fly-shutdown",
+        &[("SHUTDOWN_GRACE_SECS", "10")],
+    )
+    .await;
 
     let model = ctx.model("mock-stream-5x200ms", "shutdown_drain");
     let mut body = chat_body(&model, "finish me");
     body["stream"] = json!(true);
-    let stream = Call::new(
-        ctx.http.clone(),
-        &base,
-        &ctx.target,
-        Method::POST,
-        "/v1/chat/completions",
-        &ctx.key,
-    )
-    .json(&body)
-    .stream();
+    let stream = chat_at(&ctx, &base, &ctx.key).json(&body).stream();
     let in_flight = tokio::spawn(stream);
     // Let the stream start (its first event is sent at once, the rest 200 ms apart).
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let pid = started.child.lock().map(|c| c.id()).unwrap_or(0);
-    // SAFETY: plain syscall on our own child.
-    unsafe {
-        libc::kill(pid as libc::pid_t, libc::SIGTERM);
-    }
+    terminate(&started);
 
     // New connections are refused once the listener is closed.
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -176,27 +195,14 @@ pub async fn fly_sigterm_drains_in_flight_streams_and_stops_accepting(ctx: Arc<C
 /// key, the upstream key) ever appears in the log.
 pub async fn fly_writes_one_json_log_line_per_request_without_secrets(ctx: Arc<Ctx>) {
     let mut procs = Processes::default();
-    let port = harness::free_port().unwrap_or_else(|e| panic!("{e}"));
-    let bin = harness::find_binary("fly-fallback").unwrap_or_else(|e| panic!("{e}"));
-    let mut cmd = harness::fly_command(&bin, port, &settings(&ctx, "{}"));
-    cmd.env("FLY_REGION", "log-region");
-    let started = procs
-        .spawn("fly-logs", cmd, false)
-        .unwrap_or_else(|e| panic!("{e}"));
-    let base = format!("http://127.0.0.1:{port}");
-    harness::wait_healthy(&ctx.http, &started, &base, Duration::from_secs(30))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let at = |key: &str| {
-        Call::new(
-            ctx.http.clone(),
-            &base,
-            &ctx.target,
-            Method::POST,
-            "/v1/chat/completions",
-            key,
-        )
-    };
+    let (started, _, base) = start_fly(
+        &mut procs,
+        &ctx,
+        "fly-logs",
+        &[("FLY_REGION", "log-region")],
+    )
+    .await;
+    let at = |key: &str| chat_at(&ctx, &base, key);
     let model = ctx.model("mock-model", "log_lines");
     at(&ctx.key)
         .header("x-request-id", "log-line-ok")
@@ -212,11 +218,7 @@ pub async fn fly_writes_one_json_log_line_per_request_without_secrets(ctx: Arc<C
         .expect_status(401);
 
     // Stop it so every line is flushed, then read what it wrote.
-    let pid = started.child.lock().map(|c| c.id()).unwrap_or(0);
-    // SAFETY: plain syscall on our own child.
-    unsafe {
-        libc::kill(pid as libc::pid_t, libc::SIGTERM);
-    }
+    terminate(&started);
     wait_exit(&started, Duration::from_secs(10)).expect("fly-fallback did not exit");
     let log = std::fs::read_to_string(&started.log).unwrap_or_default();
     for secret in [harness::UPSTREAM_KEY, harness::CLIENT_KEY, "not-a-key"] {
