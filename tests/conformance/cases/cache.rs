@@ -614,14 +614,7 @@ async fn start_fly(
 }
 
 fn at(ctx: &Ctx, base: &str) -> Call {
-    Call::new(
-        ctx.http.clone(),
-        base,
-        &ctx.target,
-        Method::POST,
-        "/v1/chat/completions",
-        &ctx.key,
-    )
+    super::chat_at(ctx, base, &ctx.key)
 }
 
 /// Two fly-fallback machines sharing one Redis: what one stored, the other serves.

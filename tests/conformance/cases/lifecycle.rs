@@ -5,11 +5,9 @@ use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hyper::Method;
 use serde_json::json;
 
-use super::{chat_body, Ctx};
-use crate::client::Call;
+use super::{chat_at, chat_body, Ctx};
 use crate::expect;
 use crate::harness::{self, Processes};
 
@@ -20,18 +18,6 @@ fn settings(ctx: &Ctx, config: &str) -> Vec<(&'static str, String)> {
         ("GATEWAY_API_KEYS", harness::CLIENT_KEY.to_string()),
         ("GATEWAY_CONFIG", config.to_string()),
     ]
-}
-
-/// A chat completion call to a gateway this case started itself.
-fn chat_at(ctx: &Ctx, base: &str, key: &str) -> Call {
-    Call::new(
-        ctx.http.clone(),
-        base,
-        &ctx.target,
-        Method::POST,
-        "/v1/chat/completions",
-        key,
-    )
 }
 
 /// Starts a fly-fallback of this case's own and waits until it answers `/health`.

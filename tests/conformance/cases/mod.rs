@@ -85,6 +85,18 @@ impl Ctx {
     }
 }
 
+/// A chat completion call to a gateway a case started itself (not the target's own instance).
+pub fn chat_at(ctx: &Ctx, base: &str, key: &str) -> Call {
+    Call::new(
+        ctx.http.clone(),
+        base,
+        &ctx.target,
+        Method::POST,
+        "/v1/chat/completions",
+        key,
+    )
+}
+
 /// A simple chat request body.
 pub fn chat_body(model: &str, text: &str) -> Value {
     json!({"model": model, "messages": [{"role": "user", "content": text}]})
