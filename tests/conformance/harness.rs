@@ -343,6 +343,25 @@ pub fn worker_command(
     cmd
 }
 
+/// A second Worker (its own port, config and local state) serving the bundle that `build/`
+/// holds, for cases that need the Worker set up differently from the target. Each one gets its
+/// own `--persist-to` directory: two `wrangler dev` sharing a state directory can fail to start
+/// on SQLite's lock.
+pub fn extra_worker_command(
+    repo: &Path,
+    name: &str,
+    port: u16,
+    inspector_port: u16,
+    settings: &[(&str, String)],
+) -> Command {
+    let mut cmd = worker_command(repo, port, inspector_port, settings);
+    cmd.arg("--config")
+        .arg(repo.join("tests/conformance/wrangler-without-kv.toml"))
+        .arg("--persist-to")
+        .arg(log_dir().join(format!("{name}-state")));
+    cmd
+}
+
 /// A target that answers `/health`.
 #[derive(Clone)]
 pub struct Target {

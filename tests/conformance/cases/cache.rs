@@ -746,9 +746,13 @@ pub async fn cache_unavailable_kv_still_answers_as_miss(ctx: Arc<Ctx>) {
         ("GATEWAY_API_KEYS", harness::CLIENT_KEY.to_string()),
         ("GATEWAY_CONFIG", harness::GATEWAY_CONFIG.to_string()),
     ];
-    let mut cmd = harness::worker_command(&ctx.repo, port, inspector, &settings);
-    cmd.arg("--config")
-        .arg(ctx.repo.join("tests/conformance/wrangler-without-kv.toml"));
+    let cmd = harness::extra_worker_command(
+        &ctx.repo,
+        "cache-worker-without-kv",
+        port,
+        inspector,
+        &settings,
+    );
     let started = procs
         .spawn("cache-worker-without-kv", cmd, true)
         .unwrap_or_else(|e| panic!("{e}"));

@@ -92,14 +92,13 @@ pub async fn worker_invalid_configuration_answers_500_naming_the_setting(ctx: Ar
     let mut procs = Processes::default();
     let port = harness::free_port().unwrap_or_else(|e| panic!("{e}"));
     let inspector = harness::free_port().unwrap_or_else(|e| panic!("{e}"));
-    let mut cmd = harness::worker_command(
+    let cmd = harness::extra_worker_command(
         &ctx.repo,
+        "worker-bad-config",
         port,
         inspector,
         &settings(&ctx, r#"{"max_body_byte": 1}"#),
     );
-    cmd.arg("--config")
-        .arg(ctx.repo.join("tests/conformance/wrangler-without-kv.toml"));
     let started = procs
         .spawn("worker-bad-config", cmd, true)
         .unwrap_or_else(|e| panic!("{e}"));
