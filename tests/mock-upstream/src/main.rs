@@ -120,6 +120,15 @@ fn openai_error(status: StatusCode, message: &str, kind: &str, code: &str) -> Re
     )
 }
 
+fn unauthorized() -> Response<Body> {
+    openai_error(
+        StatusCode::UNAUTHORIZED,
+        "Incorrect API key provided.",
+        "invalid_request_error",
+        "invalid_api_key",
+    )
+}
+
 fn hash_hex(parts: &[&[u8]]) -> String {
     let mut h = Sha256::new();
     for p in parts {
@@ -219,12 +228,7 @@ impl Mock {
         if req.method() == Method::GET && path == "/v1/models" {
             self.count("__models");
             if !authorized {
-                return Ok(openai_error(
-                    StatusCode::UNAUTHORIZED,
-                    "Incorrect API key provided.",
-                    "invalid_request_error",
-                    "invalid_api_key",
-                ));
+                return Ok(unauthorized());
             }
             return Ok(json_response(
                 StatusCode::OK,
@@ -272,12 +276,7 @@ impl Mock {
             .to_string();
         self.count(&model);
         if !authorized {
-            return Ok(openai_error(
-                StatusCode::UNAUTHORIZED,
-                "Incorrect API key provided.",
-                "invalid_request_error",
-                "invalid_api_key",
-            ));
+            return Ok(unauthorized());
         }
         let stream = request
             .get("stream")
