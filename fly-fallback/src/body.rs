@@ -1,103 +1,103 @@
-//! The response body the native runtime sends: either bytes the gateway already has, or the
-//! upstream's body passed through frame by frame (no collection, no copies: `Bytes` are
-//! reference-counted). The request's log line is written when the body is finished or dropped,
-//! so its time and byte count cover the whole response, streams included.
+//! The response body the native runtime sends: bytes the core decided on, or the upstream's body
+//! relayed frame by frame (no collection, no copies: `Bytes` are reference-counted). Each frame
+//! goes to the client first and to the core's [`Exchange::on_chunk`] after, so observing never
+//! holds a chunk back. The end of the relay and the log line are the core's too: the line is
+//! written when the body is finished or dropped (client gone), so it covers the whole response.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
-use std::time::Instant;
 
-use ai_edge_gateway::log::RequestLog;
-use ai_edge_gateway::sse::SseObserver;
 use bytes::Bytes;
+use gateway_core::{BodyEnd, Exchange};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
-use crate::cache::Recording;
+use crate::cache::Cache;
+use crate::clock;
+use crate::shared::Shared;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Writes the request's log line exactly once, when dropped.
-pub struct LogGuard {
-    pub log: RequestLog,
-    pub start: Instant,
-}
-
-impl Drop for LogGuard {
-    fn drop(&mut self) {
-        self.log.total_ms = self.start.elapsed().as_secs_f64() * 1000.0;
-        self.log.total_ms = (self.log.total_ms * 1000.0).round() / 1000.0;
-        let mut line = self.log.to_line();
-        line.push('\n');
-        crate::log_sink::write(line);
-    }
-}
-
 enum Source {
     Full(Option<Bytes>),
-    Upstream {
+    Relay {
         body: Incoming,
-        /// Present for successful event streams.
-        sse: Option<SseObserver>,
-        /// An error event still to send after the upstream's stream ended badly.
+        /// Bytes the core asked to send after the upstream's body (an error event).
         tail: Option<Bytes>,
         ended: bool,
-        /// A cacheable stream being recorded for the cache.
-        recording: Option<Box<Recording>>,
     },
 }
 
 pub struct GatewayBody {
     source: Source,
-    log: Option<LogGuard>,
+    exchange: Option<Exchange>,
+    shared: Arc<Shared>,
+    cache: Option<Arc<Cache>>,
 }
 
 impl GatewayBody {
-    pub fn full(bytes: Bytes, log: LogGuard) -> GatewayBody {
+    pub fn full(
+        bytes: Bytes,
+        exchange: Exchange,
+        shared: Arc<Shared>,
+        cache: Option<Arc<Cache>>,
+    ) -> GatewayBody {
         GatewayBody {
             source: Source::Full(Some(bytes)),
-            log: Some(log),
+            exchange: Some(exchange),
+            shared,
+            cache,
         }
     }
 
-    pub fn upstream(body: Incoming, observe_sse: bool, log: LogGuard) -> GatewayBody {
+    pub fn relay(
+        body: Incoming,
+        exchange: Exchange,
+        shared: Arc<Shared>,
+        cache: Option<Arc<Cache>>,
+    ) -> GatewayBody {
         GatewayBody {
-            source: Source::Upstream {
+            source: Source::Relay {
                 body,
-                sse: observe_sse.then(SseObserver::new),
                 tail: None,
                 ended: false,
-                recording: None,
             },
-            log: Some(log),
+            exchange: Some(exchange),
+            shared,
+            cache,
         }
     }
 
-    /// Records the passing stream for the cache; it is stored only if it completes.
-    pub fn with_recording(mut self, rec: Option<Box<Recording>>) -> GatewayBody {
-        if let Source::Upstream { recording, .. } = &mut self.source {
-            *recording = rec;
+    /// The upstream's body ended; returns the error to end the client's response with, if the
+    /// core says so.
+    fn end(&mut self, how: BodyEnd) -> Option<BoxError> {
+        let ex = self.exchange.as_mut()?;
+        let now = clock::now();
+        let end = self.shared.with(|r| ex.on_end(how, now, r));
+        if let (Some(store), Some(cache)) = (end.store, &self.cache) {
+            let cache = cache.clone();
+            // The end of the response is not delayed by the write.
+            tokio::spawn(async move { cache.store(store).await });
         }
-        self
-    }
-
-    fn count(&mut self, n: usize) {
-        if let Some(g) = &mut self.log {
-            g.log.bytes_out += n as u64;
+        if let Source::Relay { tail, .. } = &mut self.source {
+            *tail = end.tail;
         }
+        end.abort
+            .then(|| BoxError::from("the upstream's response was cut off"))
     }
+}
 
-    fn finish_stream(&mut self) -> Option<Bytes> {
-        let Source::Upstream { sse, .. } = &self.source else {
-            return None;
-        };
-        let sse = sse.as_ref()?;
-        let mut scratch = ai_edge_gateway::log::RequestLog::default();
-        let log = match &mut self.log {
-            Some(g) => &mut g.log,
-            None => &mut scratch,
-        };
-        sse.finish(log).map(Bytes::from)
+impl Drop for GatewayBody {
+    fn drop(&mut self) {
+        if let Some(mut ex) = self.exchange.take() {
+            let now = clock::now();
+            if let Some(log) = self.shared.with(|r| ex.finish(now, r)) {
+                let mut line = log.to_line();
+                line.push('\n');
+                crate::log_sink::write(line);
+            }
+        }
     }
 }
 
@@ -113,22 +113,10 @@ impl Body for GatewayBody {
         loop {
             match &mut this.source {
                 Source::Full(bytes) => {
-                    let Some(b) = bytes.take() else {
-                        return Poll::Ready(None);
-                    };
-                    this.count(b.len());
-                    return Poll::Ready(Some(Ok(Frame::data(b))));
+                    return Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b))))
                 }
-                Source::Upstream {
-                    body,
-                    sse,
-                    tail,
-                    ended,
-                    recording,
-                } => {
+                Source::Relay { body, tail, ended } => {
                     if let Some(t) = tail.take() {
-                        let n = t.len();
-                        this.count(n);
                         return Poll::Ready(Some(Ok(Frame::data(t))));
                     }
                     if *ended {
@@ -139,37 +127,21 @@ impl Body for GatewayBody {
                             let Ok(data) = frame.into_data() else {
                                 continue; // upstream trailers are not forwarded
                             };
-                            if let Some(o) = sse {
-                                o.observe(&data);
+                            if let Some(ex) = &mut this.exchange {
+                                ex.on_chunk(&data, clock::now());
                             }
-                            if let Some(r) = recording {
-                                r.record(&data);
-                            }
-                            this.count(data.len());
                             return Poll::Ready(Some(Ok(Frame::data(data))));
                         }
-                        Some(Err(e)) => {
+                        Some(Err(_)) => {
                             *ended = true;
-                            // A failed stream is never stored; waiters are released.
-                            *recording = None;
-                            let is_sse = sse.is_some();
-                            let t = this.finish_stream();
-                            if !is_sse {
-                                // Not an event stream: abort, so the client sees the truncation.
-                                return Poll::Ready(Some(Err(Box::new(e))));
-                            }
-                            if let Source::Upstream { tail, .. } = &mut this.source {
-                                *tail = t;
+                            if let Some(e) = this.end(BodyEnd::Failed) {
+                                return Poll::Ready(Some(Err(e)));
                             }
                         }
                         None => {
                             *ended = true;
-                            if let Some(r) = recording.take() {
-                                r.finish();
-                            }
-                            let t = this.finish_stream();
-                            if let Source::Upstream { tail, .. } = &mut this.source {
-                                *tail = t;
+                            if let Some(e) = this.end(BodyEnd::Complete) {
+                                return Poll::Ready(Some(Err(e)));
                             }
                         }
                     }
@@ -181,7 +153,7 @@ impl Body for GatewayBody {
     fn is_end_stream(&self) -> bool {
         match &self.source {
             Source::Full(b) => b.is_none(),
-            Source::Upstream { tail, ended, .. } => *ended && tail.is_none(),
+            Source::Relay { tail, ended, .. } => *ended && tail.is_none(),
         }
     }
 
@@ -189,10 +161,13 @@ impl Body for GatewayBody {
         match &self.source {
             Source::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             Source::Full(None) => SizeHint::with_exact(0),
-            Source::Upstream {
-                body, sse: None, ..
-            } => body.size_hint(),
-            Source::Upstream { .. } => SizeHint::default(),
+            // An event stream may gain a tail; other bodies pass through as they are.
+            Source::Relay { body, .. }
+                if self.exchange.as_ref().is_some_and(|e| !e.may_add_tail()) =>
+            {
+                body.size_hint()
+            }
+            Source::Relay { .. } => SizeHint::default(),
         }
     }
 }

@@ -1,16 +1,19 @@
 //! fly-fallback: the native runtime. It reads settings from the environment, accepts HTTP
-//! connections, and does the IO the core's decisions call for. No gateway decision lives here.
+//! connections, and drives the core's state machine for each request. No gateway decision lives
+//! here.
 
 mod body;
 mod cache;
+mod clock;
+mod driver;
 mod log_sink;
-mod proxy;
 mod server;
+mod shared;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use ai_edge_gateway::{Gateway, Settings};
+use gateway_core::{Gateway, Settings};
 
 const DEFAULT_PORT: u16 = 8080;
 const DEFAULT_GRACE_SECS: u64 = 25;
@@ -37,8 +40,7 @@ fn parse_env<T: std::str::FromStr>(name: &str, default: T) -> T {
 fn main() {
     let settings = match Settings::from_lookup(env) {
         Ok(s) => s,
-        Err(ai_edge_gateway::GatewayError::Config { setting, message }) => fail(&setting, &message),
-        Err(other) => fail("configuration", &other.message()),
+        Err(e) => fail(&e.setting, &e.message),
     };
     if let Some(url) = env(cache::REDIS_URL).filter(|u| !u.trim().is_empty()) {
         if let Err(e) = cache::check_redis_url(&url) {

@@ -5,14 +5,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ai_edge_gateway::Gateway;
+use gateway_core::Gateway;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
-use crate::proxy::Proxy;
+use crate::driver::Driver;
+use crate::shared::Shared;
 
 pub async fn serve(
     gateway: Arc<Gateway>,
@@ -26,10 +27,10 @@ pub async fn serve(
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-    let proxy = Arc::new(Proxy::new(gateway));
+    let driver = Arc::new(Driver::new(gateway, Arc::new(Shared::default())));
     eprintln!(
         "fly-fallback {} listening on http://{}",
-        ai_edge_gateway::gateway::VERSION,
+        gateway_core::VERSION,
         listener
             .local_addr()
             .map(|a| a.to_string())
@@ -53,10 +54,10 @@ pub async fn serve(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let proxy = proxy.clone();
+                let driver = driver.clone();
                 let service = service_fn(move |req| {
-                    let proxy = proxy.clone();
-                    async move { Ok::<_, std::convert::Infallible>(proxy.handle(req).await) }
+                    let driver = driver.clone();
+                    async move { Ok::<_, std::convert::Infallible>(driver.handle(req).await) }
                 });
                 let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
                 let conn = graceful.watch(conn.into_owned());

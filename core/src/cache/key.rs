@@ -27,7 +27,7 @@ const KEY_VERSION: &[u8] = b"ai-edge-gateway/cache-key/v1";
 pub const EXCLUDED_FIELDS: &[&str] = &["stream", "stream_options", "user", "metadata"];
 
 /// A cache key: the SHA-256 digest of the canonical request.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct CacheKey(pub [u8; 32]);
 
 impl CacheKey {
@@ -209,15 +209,7 @@ fn part(h: &mut Sha256, label: &[u8], bytes: &[u8]) {
 }
 
 fn trim_ascii(v: &[u8]) -> &[u8] {
-    let start = v
-        .iter()
-        .position(|b| !b.is_ascii_whitespace())
-        .unwrap_or(v.len());
-    let end = v
-        .iter()
-        .rposition(|b| !b.is_ascii_whitespace())
-        .map_or(start, |e| e + 1);
-    &v[start..end]
+    v.trim_ascii()
 }
 
 /// Request headers sent upstream that cannot change the answer: transport, content negotiation

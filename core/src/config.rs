@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use crate::auth::KeyRing;
 use crate::cache::CacheSettings;
-use crate::error::GatewayError;
+use crate::error::ConfigError;
 
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 10 * 1024 * 1024;
 pub const DEFAULT_BODY_TIMEOUT_MS: u64 = 30_000;
@@ -167,16 +167,13 @@ pub struct Settings {
     pub cache: CacheSettings,
 }
 
-fn config_error(setting: &str, message: impl Into<String>) -> GatewayError {
-    GatewayError::Config {
-        setting: setting.to_string(),
-        message: message.into(),
-    }
+fn config_error(setting: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::new(setting, message)
 }
 
 impl Settings {
     /// Reads settings through `lookup`, which returns a variable's value if it is set.
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Settings, GatewayError> {
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Settings, ConfigError> {
         let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
 
         let base_url = get(names::UPSTREAM_BASE_URL).ok_or_else(|| {
@@ -233,11 +230,11 @@ impl Settings {
 }
 
 impl GatewayConfig {
-    pub fn parse(raw: &str) -> Result<GatewayConfig, GatewayError> {
+    pub fn parse(raw: &str) -> Result<GatewayConfig, ConfigError> {
         serde_json::from_str(raw).map_err(|e| config_error(names::GATEWAY_CONFIG, e.to_string()))
     }
 
-    fn validate(&self) -> Result<(), GatewayError> {
+    fn validate(&self) -> Result<(), ConfigError> {
         let positive = |name: &str, v: Option<u64>| match v {
             Some(0) => Err(config_error(
                 names::GATEWAY_CONFIG,
@@ -252,7 +249,7 @@ impl GatewayConfig {
             "max_upstream_response_bytes",
             self.max_upstream_response_bytes,
         )?;
-        let mut seen = std::collections::HashSet::new();
+        let mut seen = std::collections::BTreeSet::new();
         for m in &self.models {
             if m.id.trim().is_empty() {
                 return Err(config_error(
@@ -297,21 +294,18 @@ fn is_header_safe(v: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
+    use std::collections::BTreeMap;
 
     fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = pairs
+        let map: BTreeMap<String, String> = pairs
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         move |k| map.get(k).cloned()
     }
 
-    fn setting_of(err: GatewayError) -> String {
-        match err {
-            GatewayError::Config { setting, .. } => setting,
-            other => panic!("not a config error: {other:?}"),
-        }
+    fn setting_of(err: ConfigError) -> String {
+        err.setting
     }
 
     #[test]
@@ -357,7 +351,7 @@ mod tests {
             ("GATEWAY_CONFIG", r#"{"max_body_byte": 5}"#),
         ]))
         .unwrap_err();
-        let msg = err.message();
+        let msg = err.to_string();
         assert_eq!(setting_of(err), "GATEWAY_CONFIG");
         assert!(msg.contains("max_body_byte"), "{msg}");
     }
@@ -396,7 +390,7 @@ mod tests {
 
     #[test]
     fn the_readme_sample_gateway_config_is_valid() {
-        let readme = include_str!("../README.md");
+        let readme = include_str!("../../README.md");
         let start = readme
             .find("`GATEWAY_CONFIG` (schema")
             .and_then(|i| readme[i..].find("```json").map(|j| i + j + "```json".len()))

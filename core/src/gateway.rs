@@ -1,14 +1,10 @@
-//! The gateway's decisions for one request, as plain functions the runtimes call between their
-//! IO steps:
-//!
-//! 1. [`Gateway::admit`] with the request head: route, authentication, content type;
-//! 2. the runtime reads the body (bounded by [`Settings::max_body_bytes`] and
-//!    [`Settings::body_timeout_ms`]) when [`Admitted::reads_body`] says so;
-//! 3. [`Gateway::plan`]: answer locally ([`Plan::Reply`]) or call the upstream ([`Plan::Forward`]);
-//! 4. [`Gateway::response_mode`] with the upstream's status and content type: how the body
-//!    travels back (streamed with an SSE observer, read and checked, or passed through).
+//! The settings-bound pieces of the gateway's decisions, built once at start-up: admission
+//! (route, authentication, content type), the plan (answer locally or call the upstream), the
+//! cache plan, and how an upstream answer travels back. [`crate::Exchange`] strings them
+//! together for each request; the runtimes never call them directly.
 
 use bytes::Bytes;
+use http::HeaderValue;
 use serde::Serialize;
 
 use crate::auth::ClientId;
@@ -83,7 +79,7 @@ pub enum ResponseMode {
 pub struct Gateway {
     settings: Settings,
     runtime: &'static str,
-    upstream_authorization: Option<String>,
+    upstream_authorization: Option<HeaderValue>,
     health_body: Bytes,
     models_body: Option<Bytes>,
 }
@@ -137,11 +133,13 @@ impl Gateway {
         };
         let health_body = Bytes::from(serde_json::to_vec(&health).unwrap_or_default());
         let models_body = (!settings.models.is_empty()).then(|| models_json(&settings.models));
-        let upstream_authorization = settings
-            .upstream
-            .api_key
-            .as_ref()
-            .map(|k| format!("Bearer {k}"));
+        // Checked to be header-safe when the settings were read; marked sensitive so HTTP
+        // libraries never print it.
+        let upstream_authorization = settings.upstream.api_key.as_ref().and_then(|k| {
+            let mut v = HeaderValue::from_str(&format!("Bearer {k}")).ok()?;
+            v.set_sensitive(true);
+            Some(v)
+        });
         Gateway {
             settings,
             runtime,
@@ -160,8 +158,8 @@ impl Gateway {
     }
 
     /// The `Authorization` value for upstream calls, if the upstream needs a key.
-    pub fn upstream_authorization(&self) -> Option<&str> {
-        self.upstream_authorization.as_deref()
+    pub fn upstream_authorization(&self) -> Option<&HeaderValue> {
+        self.upstream_authorization.as_ref()
     }
 
     pub fn admit(&self, head: &RequestHead<'_>) -> Result<Admitted, GatewayError> {
@@ -375,7 +373,10 @@ mod tests {
         assert_eq!(f.url, "http://up.example/v1/chat/completions?api-version=1");
         assert!(f.stream);
         assert_eq!(f.model.as_deref(), Some("m"));
-        assert_eq!(gw.upstream_authorization(), Some("Bearer sk-up"));
+        assert_eq!(
+            gw.upstream_authorization().and_then(|v| v.to_str().ok()),
+            Some("Bearer sk-up")
+        );
     }
 
     #[test]

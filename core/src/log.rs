@@ -25,6 +25,9 @@ pub struct RequestLog {
     pub status: u16,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error_code: Option<String>,
+    /// How an upstream call failed before answering: refused, reset, timed_out, tls, dns, other.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream_error: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upstream_ms: Option<f64>,
     pub total_ms: f64,
@@ -59,11 +62,6 @@ impl RequestLog {
 pub fn format_time(unix_ms: u64) -> String {
     let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(unix_ms);
     humantime::format_rfc3339_millis(t).to_string()
-}
-
-/// Milliseconds between two readings of a runtime's clock, rounded to microseconds.
-pub fn elapsed_ms(start_ms: f64, end_ms: f64) -> f64 {
-    ((end_ms - start_ms).max(0.0) * 1000.0).round() / 1000.0
 }
 
 #[cfg(test)]

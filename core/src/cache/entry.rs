@@ -61,7 +61,7 @@ impl CacheEntry {
 
     pub fn encode(&self) -> Vec<u8> {
         let ct = self.content_type.as_bytes();
-        let ct = &ct[..ct.len().min(u16::MAX as usize)];
+        let ct = ct.get(..usize::from(u16::MAX)).unwrap_or(ct);
         let mut out = Vec::with_capacity(FIXED + ct.len() + self.body.len());
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&self.key.0);
@@ -90,7 +90,7 @@ impl CacheEntry {
             return None;
         }
         let status = u16::from_be_bytes(r.take(2)?.try_into().ok()?);
-        let form = match r.take(1)?[0] {
+        let form = match r.take(1)?.first()? {
             0 => EntryForm::Json,
             1 => EntryForm::Sse,
             _ => return None,
@@ -138,38 +138,6 @@ impl CacheEntry {
     pub fn is_stream(&self) -> bool {
         self.form == EntryForm::Sse
     }
-
-    /// The stored events one by one (each ends with its blank line), for a runtime that wants to
-    /// send a replayed stream event by event. Concatenated, they are the stored body.
-    pub fn events(&self) -> impl Iterator<Item = Bytes> + '_ {
-        let b = &self.body;
-        let mut at = 0usize;
-        std::iter::from_fn(move || {
-            if at >= b.len() {
-                return None;
-            }
-            let rest = &b[at..];
-            let end = find_event_end(rest).unwrap_or(rest.len());
-            let out = b.slice(at..at + end);
-            at += end;
-            Some(out)
-        })
-    }
-}
-
-/// The end of the first event: just after the first blank line (`\n\n`, `\r\n\r\n` or `\r\r`).
-fn find_event_end(b: &[u8]) -> Option<usize> {
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\n' && b.get(i + 1) == Some(&b'\n') {
-            return Some(i + 2);
-        }
-        if b[i..].starts_with(b"\r\n\r\n") {
-            return Some(i + 4);
-        }
-        i += 1;
-    }
-    None
 }
 
 struct Reader<'a> {
@@ -241,18 +209,5 @@ mod tests {
         assert_eq!(e.age_secs(0), 0);
         assert_eq!(e.remaining_ttl_secs(59_500), 2);
         assert_eq!(e.ttl_secs(), 60);
-    }
-
-    #[test]
-    fn events_split_at_blank_lines_and_concatenate_to_the_body() {
-        let e = entry(
-            EntryForm::Sse,
-            b"data: {\"a\":1}\n\ndata: {\"b\":2}\r\n\r\ndata: [DONE]\n\n",
-        );
-        let events: Vec<Bytes> = e.events().collect();
-        assert_eq!(events.len(), 3);
-        assert_eq!(&events[0][..], b"data: {\"a\":1}\n\n");
-        assert_eq!(&events[2][..], b"data: [DONE]\n\n");
-        assert_eq!(events.concat(), e.body.to_vec());
     }
 }

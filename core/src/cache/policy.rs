@@ -1,6 +1,6 @@
 //! What may be cached, for how long, and what the client's request headers ask for.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
@@ -32,7 +32,7 @@ pub struct CacheSettings {
     pub shared_namespace: Option<String>,
     pub max_entry_bytes: u64,
     pub memory_bytes: u64,
-    pub models: HashMap<String, ModelPolicy>,
+    pub models: BTreeMap<String, ModelPolicy>,
 }
 
 impl Default for CacheSettings {
@@ -44,7 +44,7 @@ impl Default for CacheSettings {
             shared_namespace: None,
             max_entry_bytes: DEFAULT_MAX_ENTRY_BYTES,
             memory_bytes: DEFAULT_MEMORY_BYTES,
-            models: HashMap::new(),
+            models: BTreeMap::new(),
         })
     }
 }
@@ -77,7 +77,7 @@ impl CacheSettings {
             ));
         }
         let memory_bytes = c.memory_bytes.unwrap_or(DEFAULT_MEMORY_BYTES);
-        let mut models = HashMap::new();
+        let mut models = BTreeMap::new();
         for (name, m) in &c.models {
             if let Some(t) = m.ttl_secs {
                 if t > max_ttl_secs {

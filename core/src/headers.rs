@@ -57,6 +57,22 @@ pub fn forward_to_client(name: &str) -> bool {
         || starts_with_ci(name, "x-gateway-"))
 }
 
+/// A header map as the `(name, value)` pairs the cache's key and controls read, any number of
+/// times.
+#[derive(Clone, Copy)]
+pub struct Pairs<'a>(pub &'a http::HeaderMap);
+
+type PairFn<'a> = fn((&'a http::HeaderName, &'a http::HeaderValue)) -> (&'a str, &'a [u8]);
+
+impl<'a> IntoIterator for Pairs<'a> {
+    type Item = (&'a str, &'a [u8]);
+    type IntoIter = std::iter::Map<http::header::Iter<'a, http::HeaderValue>, PairFn<'a>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter().map(|(n, v)| (n.as_str(), v.as_bytes()))
+    }
+}
+
 /// The header under which the upstream's own request id is passed back.
 pub const UPSTREAM_REQUEST_ID: &str = "x-upstream-request-id";
 pub const REQUEST_ID: &str = "x-request-id";

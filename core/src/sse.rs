@@ -49,8 +49,10 @@ impl SseObserver {
 
     pub fn observe(&mut self, mut chunk: &[u8]) {
         while let Some(pos) = chunk.iter().position(|&b| b == b'\n') {
-            let head = &chunk[..pos];
-            chunk = &chunk[pos + 1..];
+            let Some((head, rest)) = chunk.split_at_checked(pos) else {
+                break;
+            };
+            chunk = rest.get(1..).unwrap_or_default();
             if self.overflowed {
                 // The tail of a line too long to keep.
                 self.overflowed = false;

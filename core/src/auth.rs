@@ -4,7 +4,7 @@
 //! so the time taken does not depend on how much of a real key the caller guessed, and the keys
 //! themselves never sit in memory structures that could be logged.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use sha2::{Digest, Sha256};
 
@@ -17,7 +17,7 @@ pub struct ClientId(pub String);
 
 #[derive(Clone)]
 pub struct KeyRing {
-    by_digest: HashMap<[u8; 32], ClientId>,
+    by_digest: BTreeMap<[u8; 32], ClientId>,
 }
 
 impl std::fmt::Debug for KeyRing {
@@ -32,7 +32,7 @@ fn digest(key: &str) -> [u8; 32] {
 
 impl KeyRing {
     pub fn parse(raw: &str) -> Result<KeyRing, String> {
-        let mut by_digest = HashMap::new();
+        let mut by_digest = BTreeMap::new();
         for key in raw.split(',').map(str::trim).filter(|k| !k.is_empty()) {
             if !key.bytes().all(|b| b.is_ascii_graphic()) {
                 return Err("keys must be printable ASCII without spaces".into());
@@ -73,11 +73,11 @@ impl KeyRing {
 }
 
 pub(crate) fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {
-        s.push(DIGITS[(b >> 4) as usize] as char);
-        s.push(DIGITS[(b & 0xf) as usize] as char);
+        for nibble in [b >> 4, b & 0xf] {
+            s.push(char::from_digit(u32::from(nibble), 16).unwrap_or('0'));
+        }
     }
     s
 }

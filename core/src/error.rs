@@ -59,8 +59,11 @@ pub enum GatewayError {
     UnsupportedMediaType {
         content_type: String,
     },
-    /// The upstream could not be reached (connect, TLS or reset before a response).
-    UpstreamUnreachable,
+    /// The upstream could not be reached (connect, TLS or reset before a response); the kind is
+    /// kept for logs and for the decision to try elsewhere.
+    UpstreamUnreachable {
+        cause: TransportError,
+    },
     /// The upstream answered something that is not a valid response.
     UpstreamInvalidResponse,
     /// The upstream did not answer within the configured time.
@@ -71,11 +74,72 @@ pub enum GatewayError {
     Internal {
         message: String,
     },
-    /// A setting is missing or invalid; names the setting.
-    Config {
-        setting: String,
-        message: String,
-    },
+    /// The gateway cannot serve because a setting is missing or invalid (the Worker reads its
+    /// settings per isolate, so it answers this instead of failing to start).
+    Misconfigured(ConfigError),
+}
+
+/// A setting that is missing or invalid, found at start-up. Apart from [`GatewayError`]: it is
+/// about the operator's settings, not about a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The setting's name (`UPSTREAM_BASE_URL`, `GATEWAY_CONFIG`, ...).
+    pub setting: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(setting: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            setting: setting.to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.setting, self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl From<ConfigError> for GatewayError {
+    fn from(e: ConfigError) -> GatewayError {
+        GatewayError::Misconfigured(e)
+    }
+}
+
+/// Why an upstream call failed before a response head arrived, as the runtime observed it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportError {
+    /// The connection was refused (nothing listening).
+    Refused,
+    /// The connection was reset or closed before a complete response head.
+    Reset,
+    /// The platform's own connect or read timer fired (the gateway's deadlines are separate).
+    TimedOut,
+    /// TLS handshake or certificate failure.
+    Tls,
+    /// The upstream's host name did not resolve.
+    Dns,
+    /// The request could not be built or sent for another reason.
+    Other,
+}
+
+impl TransportError {
+    /// The log line's `upstream_error` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransportError::Refused => "refused",
+            TransportError::Reset => "reset",
+            TransportError::TimedOut => "timed_out",
+            TransportError::Tls => "tls",
+            TransportError::Dns => "dns",
+            TransportError::Other => "other",
+        }
+    }
 }
 
 impl GatewayError {
@@ -90,24 +154,56 @@ impl GatewayError {
             GatewayError::RequestTimeout => 408,
             GatewayError::PayloadTooLarge { .. } => 413,
             GatewayError::UnsupportedMediaType { .. } => 415,
-            GatewayError::UpstreamUnreachable
+            GatewayError::UpstreamUnreachable { .. }
             | GatewayError::UpstreamInvalidResponse
             | GatewayError::UpstreamStreamInterrupted => 502,
             GatewayError::UpstreamTimeout => 504,
-            GatewayError::Config { .. } | GatewayError::Internal { .. } => 500,
+            GatewayError::Misconfigured(_) | GatewayError::Internal { .. } => 500,
         }
     }
 
     pub fn kind(&self) -> ErrorKind {
+        // No wildcard: a new error must be placed here on purpose.
         match self {
+            // OpenAI itself answers a bad key with `invalid_request_error`; clients match on it.
             GatewayError::MissingApiKey | GatewayError::InvalidApiKey => ErrorKind::InvalidRequest,
-            GatewayError::UpstreamUnreachable
+            GatewayError::MalformedJson { .. }
+            | GatewayError::MissingField { .. }
+            | GatewayError::InvalidField { .. }
+            | GatewayError::NotFound { .. }
+            | GatewayError::MethodNotAllowed { .. }
+            | GatewayError::RequestTimeout
+            | GatewayError::PayloadTooLarge { .. }
+            | GatewayError::UnsupportedMediaType { .. } => ErrorKind::InvalidRequest,
+            GatewayError::UpstreamUnreachable { .. }
             | GatewayError::UpstreamInvalidResponse
             | GatewayError::UpstreamTimeout
             | GatewayError::UpstreamStreamInterrupted
             | GatewayError::Internal { .. }
-            | GatewayError::Config { .. } => ErrorKind::Api,
-            _ => ErrorKind::InvalidRequest,
+            | GatewayError::Misconfigured(_) => ErrorKind::Api,
+        }
+    }
+
+    /// Whether another attempt (the same upstream later, or another one) may succeed where this
+    /// failed. Client errors never are; upstream failures before any content reached the client
+    /// are.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            GatewayError::UpstreamUnreachable { .. } | GatewayError::UpstreamTimeout => true,
+            GatewayError::MalformedJson { .. }
+            | GatewayError::MissingField { .. }
+            | GatewayError::InvalidField { .. }
+            | GatewayError::MissingApiKey
+            | GatewayError::InvalidApiKey
+            | GatewayError::NotFound { .. }
+            | GatewayError::MethodNotAllowed { .. }
+            | GatewayError::RequestTimeout
+            | GatewayError::PayloadTooLarge { .. }
+            | GatewayError::UnsupportedMediaType { .. }
+            | GatewayError::UpstreamInvalidResponse
+            | GatewayError::UpstreamStreamInterrupted
+            | GatewayError::Internal { .. }
+            | GatewayError::Misconfigured(_) => false,
         }
     }
 
@@ -123,11 +219,11 @@ impl GatewayError {
             GatewayError::RequestTimeout => "request_timeout",
             GatewayError::PayloadTooLarge { .. } => "request_too_large",
             GatewayError::UnsupportedMediaType { .. } => "unsupported_media_type",
-            GatewayError::UpstreamUnreachable => "upstream_unreachable",
+            GatewayError::UpstreamUnreachable { .. } => "upstream_unreachable",
             GatewayError::UpstreamInvalidResponse => "upstream_invalid_response",
             GatewayError::UpstreamTimeout => "upstream_timeout",
             GatewayError::UpstreamStreamInterrupted => "upstream_stream_interrupted",
-            GatewayError::Config { .. } => "gateway_misconfigured",
+            GatewayError::Misconfigured(_) => "gateway_misconfigured",
             GatewayError::Internal { .. } => "internal_error",
         })
     }
@@ -136,7 +232,20 @@ impl GatewayError {
         match self {
             GatewayError::MissingField { param } => Some(param),
             GatewayError::InvalidField { param, .. } => Some(param),
-            _ => None,
+            GatewayError::MalformedJson { .. }
+            | GatewayError::MissingApiKey
+            | GatewayError::InvalidApiKey
+            | GatewayError::NotFound { .. }
+            | GatewayError::MethodNotAllowed { .. }
+            | GatewayError::RequestTimeout
+            | GatewayError::PayloadTooLarge { .. }
+            | GatewayError::UnsupportedMediaType { .. }
+            | GatewayError::UpstreamUnreachable { .. }
+            | GatewayError::UpstreamInvalidResponse
+            | GatewayError::UpstreamTimeout
+            | GatewayError::UpstreamStreamInterrupted
+            | GatewayError::Internal { .. }
+            | GatewayError::Misconfigured(_) => None,
         }
     }
 
@@ -162,7 +271,9 @@ impl GatewayError {
             GatewayError::UnsupportedMediaType { content_type } => format!(
                 "Unsupported content type '{content_type}'; send the request body as application/json."
             ),
-            GatewayError::UpstreamUnreachable => "The upstream provider could not be reached.".into(),
+            GatewayError::UpstreamUnreachable { .. } => {
+                "The upstream provider could not be reached.".into()
+            }
             GatewayError::UpstreamInvalidResponse => {
                 "The upstream provider returned an invalid response.".into()
             }
@@ -173,8 +284,8 @@ impl GatewayError {
                 "The upstream provider's stream ended before it was complete.".into()
             }
             GatewayError::Internal { message } => format!("Internal gateway error: {message}"),
-            GatewayError::Config { setting, message } => {
-                format!("The gateway is misconfigured: {setting}: {message}")
+            GatewayError::Misconfigured(e) => {
+                format!("The gateway is misconfigured: {}: {}", e.setting, e.message)
             }
         }
     }
@@ -189,7 +300,19 @@ impl GatewayError {
                 "GET" => &[("allow", "GET")],
                 _ => &[("allow", "POST")],
             },
-            _ => &[],
+            GatewayError::MalformedJson { .. }
+            | GatewayError::MissingField { .. }
+            | GatewayError::InvalidField { .. }
+            | GatewayError::NotFound { .. }
+            | GatewayError::RequestTimeout
+            | GatewayError::PayloadTooLarge { .. }
+            | GatewayError::UnsupportedMediaType { .. }
+            | GatewayError::UpstreamUnreachable { .. }
+            | GatewayError::UpstreamInvalidResponse
+            | GatewayError::UpstreamTimeout
+            | GatewayError::UpstreamStreamInterrupted
+            | GatewayError::Internal { .. }
+            | GatewayError::Misconfigured(_) => &[],
         }
     }
 
@@ -276,17 +399,16 @@ mod tests {
             GatewayError::UnsupportedMediaType {
                 content_type: "text/plain".into(),
             },
-            GatewayError::UpstreamUnreachable,
+            GatewayError::UpstreamUnreachable {
+                cause: TransportError::Refused,
+            },
             GatewayError::UpstreamInvalidResponse,
             GatewayError::UpstreamTimeout,
             GatewayError::UpstreamStreamInterrupted,
             GatewayError::Internal {
                 message: "x".into(),
             },
-            GatewayError::Config {
-                setting: "UPSTREAM_BASE_URL".into(),
-                message: "missing".into(),
-            },
+            GatewayError::Misconfigured(ConfigError::new("UPSTREAM_BASE_URL", "missing")),
         ]
     }
 
@@ -304,17 +426,36 @@ mod tests {
     }
 
     #[test]
+    fn only_upstream_failures_before_a_response_are_retryable() {
+        for err in all_errors() {
+            let upstream_before_response = matches!(
+                err,
+                GatewayError::UpstreamUnreachable { .. } | GatewayError::UpstreamTimeout
+            );
+            assert_eq!(err.is_retryable(), upstream_before_response, "{err:?}");
+        }
+    }
+
+    #[test]
     fn statuses_match_their_meaning() {
         assert_eq!(GatewayError::InvalidApiKey.status(), 401);
         assert_eq!(GatewayError::RequestTimeout.status(), 408);
         assert_eq!(GatewayError::PayloadTooLarge { limit: 1 }.status(), 413);
         assert_eq!(GatewayError::UpstreamTimeout.status(), 504);
-        assert_eq!(GatewayError::UpstreamUnreachable.status(), 502);
+        for cause in [
+            TransportError::Refused,
+            TransportError::Reset,
+            TransportError::Tls,
+            TransportError::Dns,
+            TransportError::Other,
+        ] {
+            assert_eq!(GatewayError::UpstreamUnreachable { cause }.status(), 502);
+        }
     }
 
     #[test]
     fn sse_error_event_is_one_data_line_terminated_by_a_blank_line() {
-        let ev = GatewayError::UpstreamUnreachable.sse_event();
+        let ev = GatewayError::UpstreamStreamInterrupted.sse_event();
         assert!(ev.starts_with(b"data: {\"error\""));
         assert!(ev.ends_with(b"\n\n"));
     }

@@ -1,0 +1,934 @@
+//! One request, from its head to its log line, as a state machine the runtime drives.
+//!
+//! In the style of quinn-proto's sans-IO connection: the exchange owns every decision and every
+//! deadline; the runtime performs the IO it asks for and reports what happened, with the time.
+//!
+//! # The runtime's loop
+//! ```text
+//! let mut ex = Exchange::new(gateway, parts, now, random);
+//! loop {
+//!     match ex.poll_action(now, &mut router) {            // then: router.take_wakeup()
+//!         Action::ReadBody { limit }          => race(read client body, ex.poll_timeout())
+//!                                                -> ex.on_body / ex.on_body_error / ex.handle_timeout
+//!         Action::Lookup { key, shared }      => ex.on_lookup(stored entry or None, now)
+//!         Action::AwaitFlight                 => race(router wake-up, ex.poll_timeout())
+//!                                                -> ex.on_wakeup / ex.handle_timeout
+//!         Action::Send(attempt)               => race(send, ex.poll_timeout())
+//!                                                -> ex.on_response_head / ex.on_transport_error
+//!                                                   / ex.handle_timeout
+//!         Action::ReadUpstreamBody { limit }  => race(read whole body, ex.poll_timeout())
+//!                                                -> ex.on_upstream_body / ex.on_upstream_body_error
+//!                                                   / ex.handle_timeout
+//!         Action::Store(store)                => write it in the background; report the shared
+//!                                                store's outcome with router.store_result
+//!         Action::Respond(response)           => send it; break
+//!     }
+//! }
+//! // A relayed body: hand each chunk to the client, then ex.on_chunk(&chunk, now) (observation
+//! // never holds a chunk back); at its end ex.on_end(..) gives a tail to send, a store to make,
+//! // or an abort. When the response is over (or the client is gone): ex.finish(now, &mut router)
+//! // gives the log record, once.
+//! ```
+//! Every branch the runtime takes is IO; none is a decision.
+
+mod response;
+
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
+use http::{HeaderMap, HeaderValue};
+
+use crate::cache::{self, CacheEntry, CacheKey, CacheLookup, CachePlan, CacheStatus};
+use crate::error::{GatewayError, TransportError};
+use crate::gateway::{Admitted, Forward, Gateway, Plan, RequestHead, ResponseMode};
+use crate::geo::ClientLocation;
+use crate::headers;
+use crate::log::{format_time, RequestLog};
+use crate::request_id;
+use crate::router::{FlightId, FlightState, Join, Router};
+use crate::sse::SseObserver;
+use crate::time::{millis_f64, Instant, Now};
+
+pub use response::{RelayMode, Response, ResponseBody};
+
+/// What the runtime knows of a request when it arrives.
+#[derive(Debug)]
+pub struct RequestParts<'a> {
+    pub method: &'a str,
+    /// Without the query string.
+    pub path: &'a str,
+    pub query: Option<&'a str>,
+    pub headers: HeaderMap,
+    pub location: ClientLocation,
+}
+
+/// Identifies one upstream attempt; reports about another attempt are ignored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttemptId(pub u32);
+
+/// An upstream call to make.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    pub id: AttemptId,
+    pub method: &'static str,
+    pub url: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// A cache entry to write, after (or while) the response is sent.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pub key: CacheKey,
+    pub entry: Arc<CacheEntry>,
+    /// Also write the shared store (Redis, KV); false while it is backing off.
+    pub shared: bool,
+    ttl_secs: u64,
+}
+
+impl Store {
+    pub fn new(key: CacheKey, entry: Arc<CacheEntry>, shared: bool, ttl_secs: u64) -> Store {
+        Store {
+            key,
+            entry,
+            shared,
+            ttl_secs,
+        }
+    }
+
+    /// The TTL to give a store that expires entries itself, no lower than the store's own
+    /// minimum (Workers KV refuses less than 60 s; the entry's own expiry still applies).
+    pub fn storage_ttl_secs(&self, min_ttl_secs: u64) -> u64 {
+        self.ttl_secs.max(min_ttl_secs).max(1)
+    }
+}
+
+/// An entry as a store returned it.
+#[derive(Debug, Clone)]
+pub enum Found {
+    /// Already decoded (an in-process cache).
+    Entry(Arc<CacheEntry>),
+    /// Stored bytes (Redis, KV), checked and decoded by the exchange.
+    Encoded(Bytes),
+}
+
+/// Why a body could not be read whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyError {
+    /// Longer than the limit the action named.
+    TooLarge,
+    /// The connection failed while reading.
+    Failed,
+}
+
+/// How a relayed body ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyEnd {
+    /// The upstream finished its body.
+    Complete,
+    /// The upstream's body failed part-way.
+    Failed,
+}
+
+/// What to do at the end of a relayed body.
+#[derive(Debug, Default)]
+pub struct EndOfRelay {
+    /// Bytes to send after the upstream's last chunk (an error event for a cut-off stream).
+    pub tail: Option<Bytes>,
+    /// A recorded stream to store.
+    pub store: Option<Store>,
+    /// End the client's response with an error, so it sees the truncation (a body that is not
+    /// an event stream has no way to say it was cut off).
+    pub abort: bool,
+}
+
+/// The next thing the runtime must do.
+#[derive(Debug)]
+pub enum Action {
+    /// Read the client's whole body, refusing more than `limit` bytes.
+    ReadBody { limit: u64 },
+    /// Look `key` up: the in-process cache, and the shared store when `shared`.
+    Lookup { key: CacheKey, shared: bool },
+    /// Wait for [`Router::take_wakeup`] (another request's answer) or [`Exchange::poll_timeout`].
+    AwaitFlight,
+    /// Call the upstream.
+    Send(Attempt),
+    /// Read the upstream's whole body, refusing more than `limit` bytes.
+    ReadUpstreamBody { limit: u64 },
+    /// Write a cache entry in the background, then poll again.
+    Store(Store),
+    /// Send this response; the exchange's part in deciding is over.
+    Respond(Response),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Timer {
+    Body,
+    Flight,
+    Upstream,
+}
+
+#[derive(Debug)]
+enum Step {
+    ReadBody,
+    AwaitBody,
+    Plan,
+    Lookup,
+    AwaitLookup,
+    Join,
+    AwaitFlight,
+    CheckFlight,
+    Send,
+    AwaitHead,
+    ReadUpstream,
+    AwaitUpstreamBody,
+    Store(Store, Response),
+    Respond(Response),
+    Relaying,
+    Done,
+}
+
+/// What is known of the upstream's answer.
+#[derive(Debug)]
+struct UpstreamHead {
+    status: u16,
+    headers: HeaderMap,
+}
+
+/// The observation of a relayed body.
+#[derive(Debug)]
+struct Relay {
+    /// Present for event streams.
+    sse: Option<SseObserver>,
+    recorder: Option<cache::StreamRecorder>,
+    ended: bool,
+}
+
+pub struct Exchange {
+    gw: Arc<Gateway>,
+    step: Step,
+    log: RequestLog,
+    started: Instant,
+    request_id: HeaderValue,
+    headers: HeaderMap,
+    query: Option<String>,
+    admitted: Option<Admitted>,
+    body: Bytes,
+    forward: Option<Forward>,
+    cache_status: Option<CacheStatus>,
+    lookup: Option<CacheLookup>,
+    /// The flight this request leads, until it lands.
+    leading: Option<(CacheKey, FlightId)>,
+    /// The flight this request waits on.
+    waiting: Option<(CacheKey, FlightId)>,
+    deadline: Option<(Instant, Timer)>,
+    attempts: u32,
+    sent_at: Option<Instant>,
+    upstream: Option<UpstreamHead>,
+    relay: Option<Relay>,
+    /// Bytes of the relayed body reported so far.
+    relay_counted: u64,
+    finished: bool,
+}
+
+impl std::fmt::Debug for Exchange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Exchange")
+            .field("step", &self.step)
+            .field("request_id", &self.log.request_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Exchange {
+    /// Starts the exchange for a request head. `random` must be 16 bytes from the runtime's
+    /// RNG (for a request id when the client sent none).
+    pub fn new(gw: Arc<Gateway>, parts: RequestParts<'_>, now: Now, random: [u8; 16]) -> Exchange {
+        let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+        let request_id = request_id::choose(header(headers::REQUEST_ID), random);
+        let log = RequestLog {
+            time: format_time(now.unix.as_millis()),
+            runtime: gw.runtime(),
+            region: gw.settings().region.clone(),
+            client_location: parts.location,
+            method: parts.method.to_string(),
+            path: parts.path.chars().take(200).collect(),
+            request_id: request_id.clone(),
+            ..Default::default()
+        };
+        let head = RequestHead {
+            method: parts.method,
+            path: parts.path,
+            authorization: header(AUTHORIZATION.as_str()),
+            content_type: header(CONTENT_TYPE.as_str()),
+        };
+        let admitted = gw.admit(&head);
+        let declared = header(CONTENT_LENGTH.as_str()).and_then(|v| v.trim().parse::<u64>().ok());
+        let mut ex = Exchange {
+            request_id: HeaderValue::from_str(&request_id)
+                .unwrap_or_else(|_| HeaderValue::from_static("invalid")),
+            gw,
+            step: Step::Plan,
+            log,
+            started: now.instant,
+            headers: parts.headers,
+            query: parts.query.filter(|q| !q.is_empty()).map(str::to_string),
+            admitted: None,
+            body: Bytes::new(),
+            forward: None,
+            cache_status: None,
+            lookup: None,
+            leading: None,
+            waiting: None,
+            deadline: None,
+            attempts: 0,
+            sent_at: None,
+            upstream: None,
+            relay: None,
+            relay_counted: 0,
+            finished: false,
+        };
+        match admitted {
+            Err(e) => ex.fail(e),
+            Ok(a) => {
+                ex.log.client = a.client.as_ref().map(|c| c.0.clone());
+                let reads_body = a.reads_body();
+                ex.admitted = Some(a);
+                if reads_body {
+                    match ex.gw.check_declared_length(declared) {
+                        Ok(()) => ex.step = Step::ReadBody,
+                        Err(e) => ex.fail(e),
+                    }
+                }
+            }
+        }
+        ex
+    }
+
+    /// The request id (the client's own if it sent a sane one).
+    pub fn request_id(&self) -> &str {
+        &self.log.request_id
+    }
+
+    /// The next action. Cheap and free of IO: the runtime may hold the router's lock around it.
+    pub fn poll_action(&mut self, now: Now, router: &mut Router) -> Action {
+        loop {
+            match std::mem::replace(&mut self.step, Step::Done) {
+                Step::ReadBody => {
+                    self.step = Step::AwaitBody;
+                    self.set_deadline(
+                        self.started,
+                        self.gw.settings().body_timeout_ms,
+                        Timer::Body,
+                    );
+                    return Action::ReadBody {
+                        limit: self.gw.settings().max_body_bytes,
+                    };
+                }
+                Step::Plan => self.plan(),
+                Step::Lookup => match &self.lookup {
+                    Some(l) if l.read => {
+                        self.step = Step::AwaitLookup;
+                        return Action::Lookup {
+                            key: l.key,
+                            shared: router.store_usable(now.instant),
+                        };
+                    }
+                    // `no-cache`: no lookup and no waiting on others; the answer refreshes the
+                    // entry.
+                    _ => self.step = Step::Send,
+                },
+                Step::Join => self.join(now, router),
+                Step::CheckFlight => self.check_flight(now, router),
+                Step::AwaitFlight => {
+                    self.step = Step::AwaitFlight;
+                    return Action::AwaitFlight;
+                }
+                Step::Send => return Action::Send(self.attempt(now)),
+                Step::ReadUpstream => {
+                    self.step = Step::AwaitUpstreamBody;
+                    return Action::ReadUpstreamBody {
+                        limit: self.gw.settings().max_upstream_response_bytes,
+                    };
+                }
+                Step::Store(mut store, response) => {
+                    // Waiters get the answer now, before the store has it.
+                    self.land(Some(store.entry.clone()), now, router);
+                    store.shared = router.store_usable(now.instant);
+                    self.step = Step::Respond(response);
+                    return Action::Store(store);
+                }
+                Step::Respond(response) => {
+                    self.respond_started(&response, now, router);
+                    return Action::Respond(response);
+                }
+                // Asked for an action while one is outstanding: the runtime skipped a report.
+                // Answer rather than hang.
+                step @ (Step::AwaitBody
+                | Step::AwaitLookup
+                | Step::AwaitHead
+                | Step::AwaitUpstreamBody
+                | Step::Relaying
+                | Step::Done) => {
+                    if matches!(step, Step::Relaying | Step::Done) {
+                        self.step = step;
+                        return Action::Respond(Response::internal(
+                            "the response was already sent",
+                        ));
+                    }
+                    self.fail(GatewayError::Internal {
+                        message: "an IO result was not reported".into(),
+                    });
+                }
+            }
+        }
+    }
+
+    /// The instant by which the outstanding IO must have been reported, if any.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.deadline.map(|(t, _)| t)
+    }
+
+    /// The deadline passed: decides what that means for the step in progress.
+    pub fn handle_timeout(&mut self, now: Now) {
+        let Some((at, timer)) = self.deadline else {
+            return;
+        };
+        if now.instant < at {
+            return;
+        }
+        self.deadline = None;
+        match (timer, &self.step) {
+            (Timer::Body, Step::AwaitBody) => self.fail(GatewayError::RequestTimeout),
+            (Timer::Flight, Step::AwaitFlight) => {
+                // Waited long enough on another request: call the upstream ourselves.
+                self.waiting = None;
+                self.step = Step::Send;
+            }
+            (Timer::Upstream, Step::AwaitHead | Step::AwaitUpstreamBody) => {
+                self.fail(GatewayError::UpstreamTimeout)
+            }
+            _ => {}
+        }
+    }
+
+    /// The client's whole body.
+    pub fn on_body(&mut self, body: Bytes, _now: Now) {
+        if !matches!(self.step, Step::AwaitBody) {
+            return;
+        }
+        self.deadline = None;
+        self.log.bytes_in = body.len() as u64;
+        self.body = body;
+        self.step = Step::Plan;
+    }
+
+    pub fn on_body_error(&mut self, e: BodyError, _now: Now) {
+        if !matches!(self.step, Step::AwaitBody) {
+            return;
+        }
+        self.deadline = None;
+        self.fail(match e {
+            BodyError::TooLarge => GatewayError::PayloadTooLarge {
+                limit: self.gw.settings().max_body_bytes,
+            },
+            BodyError::Failed => GatewayError::MalformedJson {
+                detail: "the request body could not be read".into(),
+            },
+        });
+    }
+
+    /// The result of [`Action::Lookup`]: what the store had under the key, if anything. A store
+    /// error is `None` (a miss), reported to the router by the runtime.
+    pub fn on_lookup(&mut self, found: Option<Found>, now: Now) {
+        if !matches!(self.step, Step::AwaitLookup) {
+            return;
+        }
+        let Some(lookup) = &self.lookup else {
+            self.step = Step::Send;
+            return;
+        };
+        let entry = match found {
+            Some(Found::Entry(e)) => lookup.accept_entry(&e, now.unix.as_millis()).then_some(e),
+            Some(Found::Encoded(bytes)) => {
+                lookup.accept(&bytes, now.unix.as_millis()).map(Arc::new)
+            }
+            None => None,
+        };
+        match entry {
+            Some(e) => self.hit(&e, now),
+            None => self.step = Step::Join,
+        }
+    }
+
+    /// The router woke parked requests: re-check the flight.
+    pub fn on_wakeup(&mut self, _now: Now) {
+        if matches!(self.step, Step::AwaitFlight) {
+            self.step = Step::CheckFlight;
+        }
+    }
+
+    /// The upstream's response head for an attempt.
+    pub fn on_response_head(&mut self, id: AttemptId, status: u16, headers: HeaderMap, now: Now) {
+        if !matches!(self.step, Step::AwaitHead) || id != AttemptId(self.attempts) {
+            return;
+        }
+        if let Some(sent) = self.sent_at {
+            self.log.upstream_ms = Some(millis_f64(now.instant.since(sent)));
+        }
+        let content_type = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
+        let mode = self.gw.response_mode(status, content_type);
+        let head = UpstreamHead { status, headers };
+        match mode {
+            ResponseMode::Buffered => {
+                // The deadline still runs from the send: the upstream timeout covers the
+                // whole answer of a non-streamed request.
+                self.upstream = Some(head);
+                self.step = Step::ReadUpstream;
+            }
+            ResponseMode::Stream => {
+                self.deadline = None;
+                let recorder = self.lookup.as_ref().and_then(|l| {
+                    l.stream_recorder(
+                        status,
+                        header_str(&head.headers, CONTENT_TYPE.as_str()),
+                        header_str(&head.headers, "cache-control"),
+                    )
+                });
+                let store_on_end = recorder.is_some();
+                self.relay = Some(Relay {
+                    sse: Some(SseObserver::new()),
+                    recorder,
+                    ended: false,
+                });
+                let mut response =
+                    self.upstream_response(&head, ResponseBody::Relay(RelayMode::Observe));
+                response.store_on_end = store_on_end;
+                self.upstream = Some(head);
+                self.step = Step::Respond(response);
+            }
+            ResponseMode::PassThrough => {
+                self.deadline = None;
+                self.relay = Some(Relay {
+                    sse: None,
+                    recorder: None,
+                    ended: false,
+                });
+                let mut response =
+                    self.upstream_response(&head, ResponseBody::Relay(RelayMode::Untouched));
+                if let Some(len) = head.headers.get(CONTENT_LENGTH) {
+                    response.headers.insert(CONTENT_LENGTH, len.clone());
+                    self.log.bytes_out = len
+                        .to_str()
+                        .ok()
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(0);
+                }
+                self.upstream = Some(head);
+                self.step = Step::Respond(response);
+            }
+        }
+    }
+
+    /// An attempt failed before a response head.
+    pub fn on_transport_error(&mut self, id: AttemptId, e: TransportError, _now: Now) {
+        if !matches!(self.step, Step::AwaitHead) || id != AttemptId(self.attempts) {
+            return;
+        }
+        self.deadline = None;
+        self.log.upstream_error = Some(e.as_str());
+        self.fail(match e {
+            TransportError::TimedOut => GatewayError::UpstreamTimeout,
+            cause => GatewayError::UpstreamUnreachable { cause },
+        });
+    }
+
+    /// The upstream's whole body, for [`Action::ReadUpstreamBody`].
+    pub fn on_upstream_body(&mut self, body: Bytes, now: Now) {
+        if !matches!(self.step, Step::AwaitUpstreamBody) {
+            return;
+        }
+        self.deadline = None;
+        let usage = match self.gw.check_buffered(&body) {
+            Ok(u) => u,
+            Err(e) => return self.fail(e),
+        };
+        self.log.set_usage(usage);
+        let Some(head) = self.upstream.take() else {
+            return self.fail(GatewayError::Internal {
+                message: "no upstream head".into(),
+            });
+        };
+        let entry = self.lookup.as_ref().and_then(|l| {
+            l.buffered_entry(
+                head.status,
+                header_str(&head.headers, CONTENT_TYPE.as_str()),
+                header_str(&head.headers, "cache-control"),
+                &body,
+                now.unix.as_millis(),
+            )
+        });
+        let mut response = self.upstream_response(&head, ResponseBody::Full(body.clone()));
+        response
+            .headers
+            .insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+        self.upstream = Some(head);
+        match (entry, &self.lookup) {
+            (Some(entry), Some(l)) => {
+                let store = Store {
+                    key: l.key,
+                    entry: Arc::new(entry),
+                    shared: true,
+                    ttl_secs: l.ttl_secs,
+                };
+                self.step = Step::Store(store, response);
+            }
+            _ => self.step = Step::Respond(response),
+        }
+    }
+
+    pub fn on_upstream_body_error(&mut self, _e: BodyError, _now: Now) {
+        if !matches!(self.step, Step::AwaitUpstreamBody) {
+            return;
+        }
+        self.deadline = None;
+        self.fail(GatewayError::UpstreamInvalidResponse);
+    }
+}
+
+/// The relay of an upstream body, and the end of the exchange.
+impl Exchange {
+    /// A chunk of the relayed body, already handed to the client (observation never holds a
+    /// chunk back).
+    pub fn on_chunk(&mut self, chunk: &[u8], _now: Now) {
+        let Some(relay) = &mut self.relay else {
+            return;
+        };
+        if relay.ended {
+            return;
+        }
+        if relay.sse.is_none() && self.log.bytes_out > 0 && self.relay_counted == 0 {
+            // A declared length was logged at the head; count what is really sent instead.
+            self.log.bytes_out = 0;
+        }
+        self.relay_counted += chunk.len() as u64;
+        self.log.bytes_out += chunk.len() as u64;
+        if let Some(o) = &mut relay.sse {
+            o.observe(chunk);
+        }
+        if let Some(r) = &mut relay.recorder {
+            r.record(chunk);
+        }
+    }
+
+    /// Whether the relayed body may get bytes after the upstream's (an error event), so its
+    /// length is not the upstream's.
+    pub fn may_add_tail(&self) -> bool {
+        self.relay.as_ref().is_some_and(|r| r.sse.is_some())
+    }
+
+    /// The relayed body ended: what to send after it, what to store, whether to abort.
+    pub fn on_end(&mut self, end: BodyEnd, now: Now, router: &mut Router) -> EndOfRelay {
+        let Some(relay) = &mut self.relay else {
+            return EndOfRelay::default();
+        };
+        if relay.ended {
+            return EndOfRelay::default();
+        }
+        relay.ended = true;
+        let Some(sse) = &relay.sse else {
+            // Not an event stream: a failure can only be shown by cutting the response.
+            return EndOfRelay {
+                abort: end == BodyEnd::Failed,
+                ..EndOfRelay::default()
+            };
+        };
+        let tail = sse.finish(&mut self.log).map(Bytes::from);
+        if let Some(t) = &tail {
+            self.log.bytes_out += t.len() as u64;
+        }
+        let recorder = relay.recorder.take();
+        let entry = match (end, recorder) {
+            (BodyEnd::Complete, Some(r)) => r.finish(now.unix.as_millis()).map(Arc::new),
+            _ => None,
+        };
+        self.land(entry.clone(), now, router);
+        let store = match (entry, &self.lookup) {
+            (Some(entry), Some(l)) if l.write => Some(Store {
+                key: l.key,
+                entry,
+                shared: router.store_usable(now.instant),
+                ttl_secs: l.ttl_secs,
+            }),
+            _ => None,
+        };
+        EndOfRelay {
+            tail,
+            store,
+            abort: false,
+        }
+    }
+
+    /// The response is over (sent, or the client is gone): the log record, once. Releases
+    /// anything this request still holds in the router.
+    pub fn finish(&mut self, now: Now, router: &mut Router) -> Option<RequestLog> {
+        if std::mem::replace(&mut self.finished, true) {
+            return None;
+        }
+        self.land(None, now, router);
+        if let Some(relay) = &self.relay {
+            if relay.sse.is_some() && !relay.ended {
+                // The client went away before the stream ended.
+                self.log.stream_complete = Some(false);
+            }
+        }
+        self.log.total_ms = millis_f64(now.instant.since(self.started));
+        self.log.cache = self.cache_status.map(CacheStatus::log_value);
+        Some(std::mem::take(&mut self.log))
+    }
+
+    /// The log record so far (for tests and for runtimes that add their own fields).
+    pub fn log(&self) -> &RequestLog {
+        &self.log
+    }
+}
+
+/// Decisions between the IO steps.
+impl Exchange {
+    fn fail(&mut self, err: GatewayError) {
+        self.deadline = None;
+        self.log.error_code = err.code().map(str::to_string);
+        let response = Response::error(&err, &self.request_id, self.cache_status);
+        self.step = Step::Respond(response);
+    }
+
+    fn set_deadline(&mut self, from: Instant, ms: u64, timer: Timer) {
+        self.deadline = Some((from.plus(Duration::from_millis(ms)), timer));
+    }
+
+    /// The body is in (or not needed): validate, answer locally, or prepare the upstream call.
+    fn plan(&mut self) {
+        let Some(admitted) = &self.admitted else {
+            return self.fail(GatewayError::Internal {
+                message: "planned before admission".into(),
+            });
+        };
+        let plan = match self.gw.plan(admitted, self.query.as_deref(), &self.body) {
+            Ok(p) => p,
+            Err(e) => return self.fail(e),
+        };
+        match plan {
+            Plan::Reply(reply) => {
+                let mut headers = HeaderMap::with_capacity(2);
+                headers.insert(CONTENT_TYPE, HeaderValue::from_static(reply.content_type));
+                headers.insert(headers::REQUEST_ID, self.request_id.clone());
+                self.step = Step::Respond(Response {
+                    status: reply.status,
+                    headers,
+                    body: ResponseBody::Full(reply.body),
+                    store_on_end: false,
+                });
+            }
+            Plan::Forward(forward) => {
+                self.log.model = forward.model.clone();
+                self.log.stream = forward.stream;
+                if admitted.route.has_body() {
+                    let plan =
+                        self.gw
+                            .cache_plan(admitted, &forward, headers::Pairs(&self.headers));
+                    match plan {
+                        CachePlan::Bypass(_) => self.cache_status = Some(CacheStatus::Bypass),
+                        CachePlan::Use(l) => {
+                            self.cache_status = Some(CacheStatus::Miss);
+                            self.lookup = Some(l);
+                        }
+                    }
+                }
+                self.forward = Some(forward);
+                self.step = if self.lookup.is_some() {
+                    Step::Lookup
+                } else {
+                    Step::Send
+                };
+            }
+        }
+    }
+
+    fn join(&mut self, now: Now, router: &mut Router) {
+        let Some(key) = self.lookup.as_ref().map(|l| l.key) else {
+            self.step = Step::Send;
+            return;
+        };
+        let max_wait = Duration::from_millis(self.gw.settings().upstream_timeout_ms);
+        match router.join(key, now.instant, max_wait) {
+            Join::Lead(id) => {
+                self.leading = Some((key, id));
+                self.step = Step::Send;
+            }
+            Join::Wait { id, until } => {
+                self.waiting = Some((key, id));
+                let own = self.started.plus(max_wait);
+                self.deadline = Some((until.min(own), Timer::Flight));
+                self.step = Step::AwaitFlight;
+            }
+            Join::Landed(entry) => self.take_landed(&entry, now),
+        }
+    }
+
+    fn check_flight(&mut self, now: Now, router: &mut Router) {
+        let Some((key, id)) = self.waiting else {
+            self.step = Step::Send;
+            return;
+        };
+        match router.flight(&key, id, now.instant) {
+            FlightState::Pending { .. } => self.step = Step::AwaitFlight,
+            FlightState::Landed(Some(entry)) => {
+                self.waiting = None;
+                self.deadline = None;
+                self.take_landed(&entry, now);
+            }
+            // Nothing to share: call the upstream ourselves.
+            FlightState::Landed(None) | FlightState::Gone => {
+                self.waiting = None;
+                self.deadline = None;
+                self.step = Step::Send;
+            }
+        }
+    }
+
+    /// Another request's answer, if it fits this request.
+    fn take_landed(&mut self, entry: &Arc<CacheEntry>, now: Now) {
+        let fits = self
+            .lookup
+            .as_ref()
+            .is_some_and(|l| l.accept_entry(entry, now.unix.as_millis()));
+        if fits {
+            self.hit(entry, now);
+        } else {
+            self.step = Step::Send;
+        }
+    }
+
+    fn hit(&mut self, entry: &CacheEntry, now: Now) {
+        self.cache_status = Some(CacheStatus::Hit);
+        let mut headers = HeaderMap::with_capacity(4);
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_str(&entry.content_type)
+                .unwrap_or_else(|_| HeaderValue::from_static("application/json")),
+        );
+        headers.insert(
+            http::header::AGE,
+            HeaderValue::from(entry.age_secs(now.unix.as_millis())),
+        );
+        headers.insert(
+            cache::STATUS_HEADER,
+            HeaderValue::from_static(CacheStatus::Hit.header_value()),
+        );
+        headers.insert(headers::REQUEST_ID, self.request_id.clone());
+        self.step = Step::Respond(Response {
+            status: entry.status,
+            headers,
+            body: ResponseBody::Full(entry.body.clone()),
+            store_on_end: false,
+        });
+    }
+
+    fn attempt(&mut self, now: Now) -> Attempt {
+        self.attempts += 1;
+        self.sent_at = Some(now.instant);
+        self.set_deadline(
+            now.instant,
+            self.gw.settings().upstream_timeout_ms,
+            Timer::Upstream,
+        );
+        self.step = Step::AwaitHead;
+        let (method, url) = match &self.forward {
+            Some(f) => (f.method, f.url.clone()),
+            None => ("GET", String::new()),
+        };
+        let mut out = HeaderMap::with_capacity(self.headers.len() + 3);
+        for (name, value) in &self.headers {
+            if headers::forward_to_upstream(name.as_str()) {
+                out.append(name.clone(), value.clone());
+            }
+        }
+        if let Some(auth) = self.gw.upstream_authorization() {
+            out.insert(AUTHORIZATION, auth.clone());
+        }
+        out.insert(
+            http::header::ACCEPT_ENCODING,
+            HeaderValue::from_static("identity"),
+        );
+        out.insert(headers::REQUEST_ID, self.request_id.clone());
+        Attempt {
+            id: AttemptId(self.attempts),
+            method,
+            url,
+            headers: out,
+            body: if method == "GET" {
+                Bytes::new()
+            } else {
+                self.body.clone()
+            },
+        }
+    }
+
+    /// The response for an upstream answer: its status and the headers that may cross, with
+    /// the gateway's own.
+    fn upstream_response(&self, head: &UpstreamHead, body: ResponseBody) -> Response {
+        let mut out = HeaderMap::with_capacity(head.headers.len() + 3);
+        for (name, value) in &head.headers {
+            if headers::forward_to_client(name.as_str()) {
+                out.append(name.clone(), value.clone());
+            }
+        }
+        if let Some(id) = head.headers.get(headers::REQUEST_ID) {
+            out.insert(headers::UPSTREAM_REQUEST_ID, id.clone());
+        }
+        out.insert(headers::REQUEST_ID, self.request_id.clone());
+        if let Some(c) = self.cache_status {
+            out.insert(
+                cache::STATUS_HEADER,
+                HeaderValue::from_static(c.header_value()),
+            );
+        }
+        Response {
+            status: head.status,
+            headers: out,
+            body,
+            store_on_end: false,
+        }
+    }
+
+    fn respond_started(&mut self, response: &Response, now: Now, router: &mut Router) {
+        self.log.status = response.status;
+        match &response.body {
+            ResponseBody::Full(b) => {
+                self.log.bytes_out = b.len() as u64;
+                self.step = Step::Done;
+            }
+            ResponseBody::Relay(_) => self.step = Step::Relaying,
+        }
+        if !response.store_on_end {
+            // Nothing more will come of this flight.
+            self.land(None, now, router);
+        }
+    }
+
+    /// Ends the flight this request leads, sharing `entry` with its waiters.
+    fn land(&mut self, entry: Option<Arc<CacheEntry>>, now: Now, router: &mut Router) {
+        if let Some((key, id)) = self.leading.take() {
+            router.land(key, id, entry, now.instant);
+        }
+    }
+}
+
+fn header_str<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
