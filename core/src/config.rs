@@ -172,6 +172,24 @@ fn config_error(setting: &str, message: impl Into<String>) -> ConfigError {
 }
 
 impl Settings {
+    /// Placeholder settings that allow nothing (no client key is valid, no upstream is set).
+    pub(crate) fn unconfigured() -> Settings {
+        Settings {
+            upstream: Upstream {
+                base_url: String::new(),
+                api_key: None,
+            },
+            keys: KeyRing::empty(),
+            region: None,
+            models: Vec::new(),
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            body_timeout_ms: DEFAULT_BODY_TIMEOUT_MS,
+            upstream_timeout_ms: DEFAULT_UPSTREAM_TIMEOUT_MS,
+            max_upstream_response_bytes: DEFAULT_MAX_UPSTREAM_RESPONSE_BYTES,
+            cache: CacheSettings::default(),
+        }
+    }
+
     /// Reads settings through `lookup`, which returns a variable's value if it is set.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Settings, ConfigError> {
         let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());

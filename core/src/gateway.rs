@@ -149,6 +149,12 @@ impl Gateway {
         }
     }
 
+    /// A gateway for a runtime whose settings are invalid: it serves nothing (every request is
+    /// refused with the configuration error) but lets the request be logged like any other.
+    pub fn unconfigured(runtime: &'static str) -> Gateway {
+        Gateway::new(Settings::unconfigured(), runtime)
+    }
+
     pub fn settings(&self) -> &Settings {
         &self.settings
     }

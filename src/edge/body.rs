@@ -5,14 +5,10 @@
 //! chunk and the limit is enforced as it grows, so an undeclared body is never read past it.
 
 use futures_util::StreamExt;
+use gateway_core::BodyError as ReadError;
 use worker::wasm_bindgen_futures::JsFuture;
 use worker::web_sys::{ReadableStream, Response as JsResponse};
 use worker::ByteStream;
-
-pub enum ReadError {
-    TooLarge,
-    Failed,
-}
 
 pub async fn read_all(
     stream: Option<ReadableStream>,

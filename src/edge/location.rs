@@ -5,7 +5,7 @@ use js_sys::Reflect;
 use wasm_bindgen::JsValue;
 use worker::Request;
 
-use crate::geo::ClientLocation;
+use gateway_core::geo::ClientLocation;
 
 fn field(cf: &JsValue, name: &str) -> Option<String> {
     let v = Reflect::get(cf, &JsValue::from_str(name)).ok()?;

@@ -1,17 +1,15 @@
 //! Settings from the Worker's env (`[vars]` and secrets), read once per isolate.
 
 use std::cell::RefCell;
-use std::rc::Rc;
+use std::sync::Arc;
 
+use gateway_core::{ConfigError, Gateway, Settings};
 use worker::Env;
-
-use crate::error::GatewayError;
-use crate::{Gateway, Settings};
 
 thread_local! {
     // An isolate's env does not change while it lives (new vars or secrets mean a new
     // deployment), so the parsed settings and precomputed responses are built once.
-    static GATEWAY: RefCell<Option<Rc<Gateway>>> = const { RefCell::new(None) };
+    static GATEWAY: RefCell<Option<Arc<Gateway>>> = const { RefCell::new(None) };
 }
 
 /// Reads a binding as a string: plain vars and secrets are strings; a `[vars]` table (which
@@ -28,13 +26,13 @@ fn lookup(env: &Env, name: &str) -> Option<String> {
         .map(|v| v.to_string())
 }
 
-pub fn gateway(env: &Env) -> Result<Rc<Gateway>, GatewayError> {
+pub fn gateway(env: &Env) -> Result<Arc<Gateway>, ConfigError> {
     if let Some(gw) = GATEWAY.with(|g| g.borrow().clone()) {
         return Ok(gw);
     }
     // Invalid settings are not cached: the next request reports them again, naming the setting.
     let settings = Settings::from_lookup(|name| lookup(env, name))?;
-    let gw = Rc::new(Gateway::new(settings, "worker"));
+    let gw = Arc::new(Gateway::new(settings, "worker"));
     GATEWAY.with(|g| *g.borrow_mut() = Some(gw.clone()));
     Ok(gw)
 }

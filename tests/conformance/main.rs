@@ -4,8 +4,9 @@
 //! (`target/debug/mock-upstream`) and each target named in `CONFORMANCE_TARGETS`
 //! (comma-separated, default `fly`): `fly` runs `target/debug/fly-fallback`, `worker` runs the
 //! Worker with `wrangler dev`. Every case then runs against every target as a trial named
-//! `<target>::<case>`. All child processes are stopped before the process exits. Child output is
-//! in `target/debug/conformance-logs/`.
+//! `<target>::<case>`. When both runtimes are targets, the parity cases (`cases/parity.rs`) also
+//! run, once each, as `parity::<case>`: the same requests to both, compared. All child processes
+//! are stopped before the process exits. Child output is in `target/debug/conformance-logs/`.
 
 mod cases;
 mod client;
@@ -36,6 +37,22 @@ fn run_trial(rt: &tokio::runtime::Runtime, slot: &TargetSlot, case: &Case) -> Re
     };
     // The timer must be created inside the runtime.
     rt.block_on(async { tokio::time::timeout(CASE_TIMEOUT, (case.run)(ctx)).await })
+        .map_err(|_| Failed::from(format!("the case did not finish within {CASE_TIMEOUT:?}")))
+}
+
+fn run_parity(
+    rt: &tokio::runtime::Runtime,
+    fly: &TargetSlot,
+    worker: &TargetSlot,
+    case: &cases::parity::ParityCase,
+) -> Result<(), Failed> {
+    let ctx = |slot: &TargetSlot, name: &str| match slot.get() {
+        Some(Ok(ctx)) => Ok(ctx.clone()),
+        Some(Err(e)) => Err(Failed::from(format!("{name} did not start: {e}"))),
+        None => Err(Failed::from(format!("{name} was not started"))),
+    };
+    let (a, b) = (ctx(fly, "fly")?, ctx(worker, "worker")?);
+    rt.block_on(async { tokio::time::timeout(CASE_TIMEOUT, (case.run)(a, b)).await })
         .map_err(|_| Failed::from(format!("the case did not finish within {CASE_TIMEOUT:?}")))
 }
 
@@ -121,6 +138,22 @@ fn main() {
         }
         slots.push((target.clone(), slot));
         wanted.push(any);
+    }
+
+    // Parity trials need both runtimes; they start whichever of the two the filter left out.
+    let slot_of = |name: &str| slots.iter().position(|(n, _)| n == name);
+    if let (Some(fi), Some(wi)) = (slot_of("fly"), slot_of("worker")) {
+        for case in cases::parity::all() {
+            let (rt, fly, worker) = (rt.clone(), slots[fi].1.clone(), slots[wi].1.clone());
+            let trial = Trial::test(format!("parity::{}", case.name), move || {
+                run_parity(&rt, &fly, &worker, &case)
+            });
+            if !args.is_filtered_out(&trial) {
+                wanted[fi] = true;
+                wanted[wi] = true;
+            }
+            trials.push(trial);
+        }
     }
 
     // Stops every child when dropped: below, or while a panic unwinds.

@@ -44,7 +44,7 @@ use http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderMap, HeaderValue};
 
 use crate::cache::{self, CacheEntry, CacheKey, CacheLookup, CachePlan, CacheStatus};
-use crate::error::{GatewayError, TransportError};
+use crate::error::{ConfigError, GatewayError, TransportError};
 use crate::gateway::{Admitted, Forward, Gateway, Plan, RequestHead, ResponseMode};
 use crate::geo::ClientLocation;
 use crate::headers;
@@ -226,6 +226,8 @@ pub struct Exchange {
     leading: Option<(CacheKey, FlightId)>,
     /// The flight this request waits on.
     waiting: Option<(CacheKey, FlightId)>,
+    /// The answer to share with the waiters when the response goes out.
+    landing: Option<Arc<CacheEntry>>,
     deadline: Option<(Instant, Timer)>,
     attempts: u32,
     sent_at: Option<Instant>,
@@ -249,51 +251,16 @@ impl Exchange {
     /// Starts the exchange for a request head. `random` must be 16 bytes from the runtime's
     /// RNG (for a request id when the client sent none).
     pub fn new(gw: Arc<Gateway>, parts: RequestParts<'_>, now: Now, random: [u8; 16]) -> Exchange {
+        let mut ex = Exchange::start(gw, &parts, now, random);
         let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
-        let request_id = request_id::choose(header(headers::REQUEST_ID), random);
-        let log = RequestLog {
-            time: format_time(now.unix.as_millis()),
-            runtime: gw.runtime(),
-            region: gw.settings().region.clone(),
-            client_location: parts.location,
-            method: parts.method.to_string(),
-            path: parts.path.chars().take(200).collect(),
-            request_id: request_id.clone(),
-            ..Default::default()
-        };
         let head = RequestHead {
             method: parts.method,
             path: parts.path,
             authorization: header(AUTHORIZATION.as_str()),
             content_type: header(CONTENT_TYPE.as_str()),
         };
-        let admitted = gw.admit(&head);
         let declared = header(CONTENT_LENGTH.as_str()).and_then(|v| v.trim().parse::<u64>().ok());
-        let mut ex = Exchange {
-            request_id: HeaderValue::from_str(&request_id)
-                .unwrap_or_else(|_| HeaderValue::from_static("invalid")),
-            gw,
-            step: Step::Plan,
-            log,
-            started: now.instant,
-            headers: parts.headers,
-            query: parts.query.filter(|q| !q.is_empty()).map(str::to_string),
-            admitted: None,
-            body: Bytes::new(),
-            forward: None,
-            cache_status: None,
-            lookup: None,
-            leading: None,
-            waiting: None,
-            deadline: None,
-            attempts: 0,
-            sent_at: None,
-            upstream: None,
-            relay: None,
-            relay_counted: 0,
-            finished: false,
-        };
-        match admitted {
+        match ex.gw.admit(&head) {
             Err(e) => ex.fail(e),
             Ok(a) => {
                 ex.log.client = a.client.as_ref().map(|c| c.0.clone());
@@ -307,7 +274,67 @@ impl Exchange {
                 }
             }
         }
+        ex.headers = parts.headers;
         ex
+    }
+
+    /// The exchange for a request that arrives while the settings are invalid (a Worker reads
+    /// them per isolate): answers 500 naming the setting, and logs like any other request.
+    pub fn refused(
+        runtime: &'static str,
+        err: ConfigError,
+        parts: RequestParts<'_>,
+        now: Now,
+        random: [u8; 16],
+    ) -> Exchange {
+        let gw = Arc::new(Gateway::unconfigured(runtime));
+        let mut ex = Exchange::start(gw, &parts, now, random);
+        ex.fail(GatewayError::Misconfigured(err));
+        ex
+    }
+
+    fn start(gw: Arc<Gateway>, parts: &RequestParts<'_>, now: Now, random: [u8; 16]) -> Exchange {
+        let client_id = parts
+            .headers
+            .get(headers::REQUEST_ID)
+            .and_then(|v| v.to_str().ok());
+        let request_id = request_id::choose(client_id, random);
+        let log = RequestLog {
+            time: format_time(now.unix.as_millis()),
+            runtime: gw.runtime(),
+            region: gw.settings().region.clone(),
+            client_location: parts.location.clone(),
+            method: parts.method.to_string(),
+            path: parts.path.chars().take(200).collect(),
+            request_id: request_id.clone(),
+            ..Default::default()
+        };
+        Exchange {
+            // The id is visible ASCII by construction (request_id::choose).
+            request_id: HeaderValue::from_str(&request_id)
+                .unwrap_or_else(|_| HeaderValue::from_static("invalid")),
+            gw,
+            step: Step::Plan,
+            log,
+            started: now.instant,
+            headers: HeaderMap::new(),
+            query: parts.query.filter(|q| !q.is_empty()).map(str::to_string),
+            admitted: None,
+            body: Bytes::new(),
+            forward: None,
+            cache_status: None,
+            lookup: None,
+            leading: None,
+            waiting: None,
+            landing: None,
+            deadline: None,
+            attempts: 0,
+            sent_at: None,
+            upstream: None,
+            relay: None,
+            relay_counted: 0,
+            finished: false,
+        }
     }
 
     /// The request id (the client's own if it sent a sane one).
@@ -357,8 +384,9 @@ impl Exchange {
                     };
                 }
                 Step::Store(mut store, response) => {
-                    // Waiters get the answer now, before the store has it.
-                    self.land(Some(store.entry.clone()), now, router);
+                    // The waiters get it when the response goes out: by then the runtime has
+                    // put it in its in-process cache, so no later request misses it.
+                    self.landing = Some(store.entry.clone());
                     store.shared = router.store_usable(now.instant);
                     self.step = Step::Respond(response);
                     return Action::Store(store);
@@ -776,7 +804,6 @@ impl Exchange {
                 self.deadline = Some((until.min(own), Timer::Flight));
                 self.step = Step::AwaitFlight;
             }
-            Join::Landed(entry) => self.take_landed(&entry, now),
         }
     }
 
@@ -915,9 +942,10 @@ impl Exchange {
             }
             ResponseBody::Relay(_) => self.step = Step::Relaying,
         }
+        let entry = self.landing.take();
         if !response.store_on_end {
             // Nothing more will come of this flight.
-            self.land(None, now, router);
+            self.land(entry, now, router);
         }
     }
 

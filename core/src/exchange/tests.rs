@@ -1,1 +1,941 @@
+//! The exchange on virtual time, against scripted clients and upstreams, with no sockets: a
+//! [`Sim`] plays the runtime (clock, router, in-process cache store) and [`Sim::drive`] runs the
+//! same loop the runtimes run, so every path they take is covered here with exact timings.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::HeaderMap;
+
+use super::*;
+use crate::log::RequestLog;
+use crate::time::UnixMillis;
+use crate::Settings;
+
+const CLIENT_KEY: &str = "client-1";
+const UPSTREAM_KEY: &str = "sk-upstream";
+const CHAT: &[u8] = br#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
+const CHAT0: &[u8] =
+    br#"{"model":"m","temperature":0,"messages":[{"role":"user","content":"hi"}]}"#;
+const STREAM0: &[u8] =
+    br#"{"model":"m","temperature":0,"stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+const ANSWER: &[u8] =
+    br#"{"id":"c1","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}"#;
+const SSE: [&[u8]; 3] = [
+    b"data: {\"choices\":[{\"delta\":{\"content\":\"Hi\"}}]}\n\n",
+    b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":1,\"total_tokens\":4}}\n\n",
+    b"data: [DONE]\n\n",
+];
+
+fn gateway(config: &str) -> Arc<Gateway> {
+    let settings = Settings::from_lookup(|k| match k {
+        "UPSTREAM_BASE_URL" => Some("http://up.example/v1".into()),
+        "UPSTREAM_API_KEY" => Some(UPSTREAM_KEY.into()),
+        "GATEWAY_API_KEYS" => Some(CLIENT_KEY.into()),
+        "GATEWAY_CONFIG" => Some(config.into()),
+        _ => None,
+    })
+    .unwrap();
+    Arc::new(Gateway::new(settings, "sim"))
+}
+
+/// Timeouts small enough to read: body 1 s, upstream 1.5 s (as in the conformance suite).
+const CONFIG: &str = r#"{"max_body_bytes":1000,"body_timeout_ms":1000,"upstream_timeout_ms":1500,"max_upstream_response_bytes":500}"#;
+
+/// What the client sends after its head.
+#[derive(Clone)]
+enum ClientBody {
+    /// The whole body, this many ms after the head.
+    After(u64, &'static [u8]),
+    /// More than the limit while reading.
+    TooLarge(u64),
+    /// Never finishes.
+    Never,
+}
+
+/// What the upstream does with an attempt.
+#[derive(Clone)]
+enum Up {
+    Head {
+        after_ms: u64,
+        status: u16,
+        headers: Vec<(&'static str, &'static str)>,
+        body: UpBody,
+    },
+    Fail(u64, TransportError),
+    Silent,
+}
+
+#[derive(Clone)]
+enum UpBody {
+    Whole(u64, &'static [u8]),
+    TooLarge,
+    /// Chunks, each this many ms after the previous one, then the end.
+    Chunks(Vec<(u64, &'static [u8])>, BodyEnd),
+}
+
+fn json_answer(after_ms: u64, body: &'static [u8]) -> Up {
+    Up::Head {
+        after_ms,
+        status: 200,
+        headers: vec![
+            ("content-type", "application/json"),
+            ("x-request-id", "up-1"),
+        ],
+        body: UpBody::Whole(0, body),
+    }
+}
+
+fn sse_answer(chunks: Vec<(u64, &'static [u8])>, end: BodyEnd) -> Up {
+    Up::Head {
+        after_ms: 5,
+        status: 200,
+        headers: vec![("content-type", "text/event-stream")],
+        body: UpBody::Chunks(chunks, end),
+    }
+}
+
+#[derive(Debug)]
+struct Outcome {
+    status: u16,
+    headers: HeaderMap,
+    body: Vec<u8>,
+    /// The ms (since the request's start) each relayed chunk reached the client.
+    chunk_times: Vec<u64>,
+    aborted: bool,
+    log: RequestLog,
+}
+
+impl Outcome {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    fn code(&self) -> String {
+        let v: serde_json::Value = serde_json::from_slice(&self.body).unwrap();
+        v["error"]["code"].as_str().unwrap_or_default().to_string()
+    }
+}
+
+/// The runtime, played on virtual time.
+struct Sim {
+    gw: Arc<Gateway>,
+    router: Router,
+    now_us: u64,
+    store: BTreeMap<CacheKey, Arc<CacheEntry>>,
+    sends: Vec<Attempt>,
+    shared_lookups: Vec<bool>,
+}
+
+impl Sim {
+    fn new(config: &str) -> Sim {
+        Sim {
+            gw: gateway(config),
+            router: Router::new(),
+            now_us: 1_000_000,
+            store: BTreeMap::new(),
+            sends: Vec::new(),
+            shared_lookups: Vec::new(),
+        }
+    }
+
+    fn now(&self) -> Now {
+        Now {
+            instant: Instant::from_micros(self.now_us),
+            unix: UnixMillis(1_700_000_000_000 + self.now_us / 1000),
+        }
+    }
+
+    fn advance(&mut self, ms: u64) {
+        self.now_us += ms * 1000;
+    }
+
+    fn ms(&self) -> u64 {
+        self.now_us / 1000
+    }
+
+    fn start(
+        &self,
+        method: &'static str,
+        path: &'static str,
+        headers: &[(&str, &str)],
+    ) -> Exchange {
+        let mut map = HeaderMap::new();
+        for (n, v) in headers {
+            map.append(
+                http::HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        Exchange::new(
+            self.gw.clone(),
+            RequestParts {
+                method,
+                path,
+                query: None,
+                headers: map,
+                location: ClientLocation::default(),
+            },
+            self.now(),
+            [7; 16],
+        )
+    }
+
+    fn chat(&self) -> Exchange {
+        self.start(
+            "POST",
+            "/v1/chat/completions",
+            &[
+                ("authorization", "Bearer client-1"),
+                ("content-type", "application/json"),
+            ],
+        )
+    }
+
+    /// Waits `ms` for an event, unless the exchange's deadline comes first (then it is handled
+    /// and `false` returned).
+    fn wait(&mut self, ex: &mut Exchange, ms: u64) -> bool {
+        let due = self.now_us + ms * 1000;
+        match ex.poll_timeout() {
+            Some(t) if t.as_micros() <= due => {
+                self.now_us = t.as_micros();
+                ex.handle_timeout(self.now());
+                false
+            }
+            _ => {
+                self.now_us = due;
+                true
+            }
+        }
+    }
+
+    fn poll(&mut self, ex: &mut Exchange) -> Action {
+        let now = self.now();
+        ex.poll_action(now, &mut self.router)
+    }
+
+    /// Runs the exchange to its response; relays the body; finishes it.
+    fn drive(&mut self, mut ex: Exchange, client: ClientBody, up: &Up) -> Outcome {
+        let started = self.ms();
+        let response = self.until_response(&mut ex, client, up);
+        self.relay(ex, response, up, started)
+    }
+
+    fn until_response(&mut self, ex: &mut Exchange, client: ClientBody, up: &Up) -> Response {
+        loop {
+            match self.poll(ex) {
+                Action::ReadBody { limit } => match &client {
+                    ClientBody::After(ms, body) => {
+                        if self.wait(ex, *ms) {
+                            if body.len() as u64 > limit {
+                                ex.on_body_error(BodyError::TooLarge, self.now());
+                            } else {
+                                ex.on_body(Bytes::from_static(body), self.now());
+                            }
+                        }
+                    }
+                    ClientBody::TooLarge(ms) => {
+                        if self.wait(ex, *ms) {
+                            ex.on_body_error(BodyError::TooLarge, self.now());
+                        }
+                    }
+                    ClientBody::Never => {
+                        assert!(!self.wait(ex, u64::MAX / 4000), "a body deadline exists");
+                    }
+                },
+                Action::Lookup { key, shared } => {
+                    self.shared_lookups.push(shared);
+                    let found = self.store.get(&key).cloned().map(Found::Entry);
+                    ex.on_lookup(found, self.now());
+                }
+                Action::AwaitFlight => {
+                    // Nobody else runs in a single-exchange simulation: the wait times out.
+                    assert!(
+                        !self.wait(ex, u64::MAX / 4000),
+                        "a flight wait has a deadline"
+                    );
+                }
+                Action::Send(attempt) => {
+                    let id = attempt.id;
+                    self.sends.push(attempt);
+                    match up {
+                        Up::Head {
+                            after_ms,
+                            status,
+                            headers,
+                            ..
+                        } => {
+                            if self.wait(ex, *after_ms) {
+                                let mut map = HeaderMap::new();
+                                for (n, v) in headers {
+                                    map.append(*n, HeaderValue::from_static(v));
+                                }
+                                ex.on_response_head(id, *status, map, self.now());
+                            }
+                        }
+                        Up::Fail(ms, e) => {
+                            if self.wait(ex, *ms) {
+                                ex.on_transport_error(id, *e, self.now());
+                            }
+                        }
+                        Up::Silent => assert!(!self.wait(ex, u64::MAX / 4000)),
+                    }
+                }
+                Action::ReadUpstreamBody { limit } => match up {
+                    Up::Head {
+                        body: UpBody::Whole(ms, bytes),
+                        ..
+                    } => {
+                        if self.wait(ex, *ms) {
+                            if bytes.len() as u64 > limit {
+                                ex.on_upstream_body_error(BodyError::TooLarge, self.now());
+                            } else {
+                                ex.on_upstream_body(Bytes::from_static(bytes), self.now());
+                            }
+                        }
+                    }
+                    Up::Head {
+                        body: UpBody::TooLarge,
+                        ..
+                    } => ex.on_upstream_body_error(BodyError::TooLarge, self.now()),
+                    _ => ex.on_upstream_body_error(BodyError::Failed, self.now()),
+                },
+                Action::Store(store) => {
+                    self.store.insert(store.key, store.entry.clone());
+                }
+                Action::Respond(response) => return response,
+            }
+        }
+    }
+
+    fn relay(&mut self, mut ex: Exchange, response: Response, up: &Up, started: u64) -> Outcome {
+        let mut out = Outcome {
+            status: response.status,
+            headers: response.headers,
+            body: Vec::new(),
+            chunk_times: Vec::new(),
+            aborted: false,
+            log: RequestLog::default(),
+        };
+        match response.body {
+            ResponseBody::Full(b) => out.body = b.to_vec(),
+            ResponseBody::Relay(_) => {
+                let (chunks, end) = match up {
+                    Up::Head {
+                        body: UpBody::Chunks(c, end),
+                        ..
+                    } => (c.clone(), *end),
+                    Up::Head {
+                        body: UpBody::Whole(ms, b),
+                        ..
+                    } => (vec![(*ms, *b)], BodyEnd::Complete),
+                    _ => (Vec::new(), BodyEnd::Failed),
+                };
+                for (ms, chunk) in chunks {
+                    self.advance(ms);
+                    out.body.extend_from_slice(chunk);
+                    out.chunk_times.push(self.ms() - started);
+                    ex.on_chunk(chunk, self.now());
+                }
+                let now = self.now();
+                let end = ex.on_end(end, now, &mut self.router);
+                if let Some(t) = end.tail {
+                    out.body.extend_from_slice(&t);
+                }
+                if let Some(s) = end.store {
+                    self.store.insert(s.key, s.entry);
+                }
+                out.aborted = end.abort;
+            }
+        }
+        let now = self.now();
+        out.log = ex.finish(now, &mut self.router).expect("the log record");
+        assert!(
+            ex.finish(now, &mut self.router).is_none(),
+            "the log record comes once"
+        );
+        out
+    }
+}
+
+#[test]
+fn health_is_answered_locally_with_a_request_id() {
+    let mut sim = Sim::new(CONFIG);
+    let ex = sim.start("GET", "/health", &[]);
+    let out = sim.drive(ex, ClientBody::Never, &Up::Silent);
+    assert_eq!(out.status, 200);
+    assert!(sim.sends.is_empty());
+    assert_eq!(out.header("x-request-id").map(str::len), Some(36));
+    assert_eq!(out.header("x-gateway-cache"), None);
+    assert_eq!(out.log.status, 200);
+}
+
+#[test]
+fn a_missing_key_is_401_before_any_body_is_read_or_upstream_called() {
+    let mut sim = Sim::new(CONFIG);
+    let ex = sim.start("POST", "/v1/chat/completions", &[]);
+    let out = sim.drive(ex, ClientBody::Never, &Up::Silent);
+    assert_eq!(out.status, 401);
+    assert_eq!(out.code(), "missing_api_key");
+    assert_eq!(out.header("www-authenticate"), Some("Bearer"));
+    assert!(sim.sends.is_empty());
+    assert_eq!(out.log.error_code.as_deref(), Some("missing_api_key"));
+}
+
+#[test]
+fn a_declared_length_over_the_limit_is_413_without_reading_the_body() {
+    let mut sim = Sim::new(CONFIG);
+    let ex = sim.start(
+        "POST",
+        "/v1/chat/completions",
+        &[
+            ("authorization", "Bearer client-1"),
+            ("content-length", "1001"),
+        ],
+    );
+    let out = sim.drive(ex, ClientBody::Never, &Up::Silent);
+    assert_eq!(out.status, 413);
+    assert_eq!(sim.ms(), 1_000, "no time spent reading");
+}
+
+#[test]
+fn a_body_too_large_while_reading_is_413() {
+    let mut sim = Sim::new(CONFIG);
+    let out = sim.drive(sim.chat(), ClientBody::TooLarge(10), &Up::Silent);
+    assert_eq!(out.status, 413);
+    assert_eq!(out.code(), "request_too_large");
+}
+
+#[test]
+fn a_body_not_finished_by_the_body_deadline_is_408_at_exactly_the_deadline() {
+    let mut sim = Sim::new(CONFIG);
+    let out = sim.drive(sim.chat(), ClientBody::Never, &Up::Silent);
+    assert_eq!(out.status, 408);
+    assert_eq!(sim.ms(), 1_000 + 1_000);
+    assert!(sim.sends.is_empty());
+    assert_eq!(out.log.total_ms, 1_000.0);
+}
+
+#[test]
+fn an_invalid_body_is_400_naming_the_param_without_an_upstream_call() {
+    let mut sim = Sim::new(CONFIG);
+    let out = sim.drive(
+        sim.chat(),
+        ClientBody::After(1, br#"{"messages":[]}"#),
+        &Up::Silent,
+    );
+    assert_eq!(out.status, 400);
+    let v: serde_json::Value = serde_json::from_slice(&out.body).unwrap();
+    assert_eq!(v["error"]["param"], "model");
+    assert!(sim.sends.is_empty());
+    assert_eq!(
+        out.header("x-gateway-cache"),
+        None,
+        "decided before the cache"
+    );
+}
+
+#[test]
+fn the_upstream_gets_the_operators_key_the_request_id_and_the_body_byte_for_byte() {
+    let mut sim = Sim::new(CONFIG);
+    let ex = sim.start(
+        "POST",
+        "/v1/chat/completions",
+        &[
+            ("authorization", "Bearer client-1"),
+            ("x-request-id", "client-chosen-id"),
+            ("openai-beta", "assistants=v2"),
+            ("cookie", "session=1"),
+            ("accept-encoding", "gzip"),
+        ],
+    );
+    let out = sim.drive(ex, ClientBody::After(1, CHAT), &json_answer(20, ANSWER));
+    assert_eq!(out.status, 200);
+    let sent = &sim.sends[0];
+    assert_eq!(sent.url, "http://up.example/v1/chat/completions");
+    assert_eq!(sent.method, "POST");
+    assert_eq!(&sent.body[..], CHAT);
+    let h = |n: &str| sent.headers.get(n).and_then(|v| v.to_str().ok());
+    assert_eq!(h("authorization"), Some("Bearer sk-upstream"));
+    assert!(sent.headers.get("authorization").unwrap().is_sensitive());
+    assert_eq!(h("x-request-id"), Some("client-chosen-id"));
+    assert_eq!(h("openai-beta"), Some("assistants=v2"));
+    assert_eq!(h("accept-encoding"), Some("identity"));
+    assert_eq!(h("cookie"), None);
+    assert_eq!(out.header("x-request-id"), Some("client-chosen-id"));
+}
+
+#[test]
+fn a_json_answer_is_checked_sent_with_its_length_and_its_usage_logged() {
+    let mut sim = Sim::new(CONFIG);
+    let out = sim.drive(
+        sim.chat(),
+        ClientBody::After(1, CHAT),
+        &json_answer(20, ANSWER),
+    );
+    assert_eq!(out.status, 200);
+    assert_eq!(out.body, ANSWER);
+    assert_eq!(
+        out.header("content-length"),
+        Some(&*ANSWER.len().to_string())
+    );
+    assert_eq!(out.header("x-upstream-request-id"), Some("up-1"));
+    assert_eq!(out.header("x-gateway-cache"), Some("BYPASS"));
+    assert_eq!(out.log.prompt_tokens, Some(3));
+    assert_eq!(out.log.upstream_ms, Some(20.0));
+    assert_eq!(out.log.bytes_in, CHAT.len() as u64);
+    assert_eq!(out.log.bytes_out, ANSWER.len() as u64);
+    assert_eq!(out.log.model.as_deref(), Some("m"));
+}
+
+#[test]
+fn a_garbage_or_oversized_answer_is_502() {
+    let mut sim = Sim::new(CONFIG);
+    let out = sim.drive(
+        sim.chat(),
+        ClientBody::After(1, CHAT),
+        &json_answer(5, b"{\"id\":"),
+    );
+    assert_eq!(
+        (out.status, out.code().as_str()),
+        (502, "upstream_invalid_response")
+    );
+    let big = Up::Head {
+        after_ms: 5,
+        status: 200,
+        headers: vec![("content-type", "application/json")],
+        body: UpBody::TooLarge,
+    };
+    let out = sim.drive(sim.chat(), ClientBody::After(1, CHAT), &big);
+    assert_eq!(out.status, 502);
+}
+
+#[test]
+fn no_head_within_the_upstream_timeout_is_504_at_exactly_the_deadline() {
+    let mut sim = Sim::new(CONFIG);
+    let out = sim.drive(sim.chat(), ClientBody::After(100, CHAT), &Up::Silent);
+    assert_eq!((out.status, out.code().as_str()), (504, "upstream_timeout"));
+    assert_eq!(
+        sim.ms(),
+        1_000 + 100 + 1_500,
+        "the upstream timeout runs from the send"
+    );
+}
+
+#[test]
+fn a_buffered_answer_has_the_upstream_timeout_from_the_send_not_from_the_request_start() {
+    // The client took 900 ms to send its body; the upstream answers its head after 1,000 ms
+    // and its body 400 ms later: 1,400 ms after the send, inside the 1,500 ms.
+    let slow_body = Up::Head {
+        after_ms: 1_000,
+        status: 200,
+        headers: vec![("content-type", "application/json")],
+        body: UpBody::Whole(400, ANSWER),
+    };
+    let mut sim = Sim::new(CONFIG);
+    let out = sim.drive(sim.chat(), ClientBody::After(900, CHAT), &slow_body);
+    assert_eq!(out.status, 200, "{}", String::from_utf8_lossy(&out.body));
+
+    let too_slow = Up::Head {
+        after_ms: 1_000,
+        status: 200,
+        headers: vec![("content-type", "application/json")],
+        body: UpBody::Whole(600, ANSWER),
+    };
+    let mut sim = Sim::new(CONFIG);
+    let out = sim.drive(sim.chat(), ClientBody::After(900, CHAT), &too_slow);
+    assert_eq!(out.status, 504);
+    assert_eq!(sim.ms(), 1_000 + 900 + 1_500);
+}
+
+#[test]
+fn transport_errors_keep_their_kind_in_the_log() {
+    for (e, status, code) in [
+        (TransportError::Refused, 502, "upstream_unreachable"),
+        (TransportError::Reset, 502, "upstream_unreachable"),
+        (TransportError::Tls, 502, "upstream_unreachable"),
+        (TransportError::Dns, 502, "upstream_unreachable"),
+        (TransportError::TimedOut, 504, "upstream_timeout"),
+    ] {
+        let mut sim = Sim::new(CONFIG);
+        let out = sim.drive(sim.chat(), ClientBody::After(1, CHAT), &Up::Fail(3, e));
+        assert_eq!((out.status, out.code().as_str()), (status, code), "{e:?}");
+        assert_eq!(out.log.upstream_error, Some(e.as_str()));
+    }
+}
+
+#[test]
+fn upstream_errors_pass_through_untouched_with_their_headers() {
+    let mut sim = Sim::new(CONFIG);
+    let limited = Up::Head {
+        after_ms: 5,
+        status: 429,
+        headers: vec![
+            ("content-type", "application/json"),
+            ("retry-after", "5"),
+            ("x-ratelimit-remaining-requests", "0"),
+            ("content-length", "17"),
+            ("set-cookie", "a=b"),
+            ("server", "upstream/1.0"),
+        ],
+        body: UpBody::Whole(1, b"{\"error\":\"slow\"}\n"),
+    };
+    let out = sim.drive(sim.chat(), ClientBody::After(1, CHAT0), &limited);
+    assert_eq!(out.status, 429);
+    assert_eq!(out.header("retry-after"), Some("5"));
+    assert_eq!(out.header("x-ratelimit-remaining-requests"), Some("0"));
+    assert_eq!(out.header("content-length"), Some("17"));
+    assert_eq!(out.header("set-cookie"), None);
+    assert_eq!(out.header("server"), None);
+    assert_eq!(out.header("x-gateway-cache"), Some("MISS"));
+    assert_eq!(out.body, b"{\"error\":\"slow\"}\n");
+    assert!(sim.store.is_empty(), "errors are never stored");
+}
+
+#[test]
+fn errors_after_the_cache_decision_carry_the_cache_status_on_every_runtime() {
+    let mut sim = Sim::new(CONFIG);
+    let out = sim.drive(sim.chat(), ClientBody::After(1, CHAT0), &Up::Silent);
+    assert_eq!(out.status, 504);
+    assert_eq!(out.header("x-gateway-cache"), Some("MISS"));
+    assert_eq!(out.log.cache, Some("miss"));
+    let out = sim.drive(
+        sim.chat(),
+        ClientBody::After(1, CHAT),
+        &Up::Fail(1, TransportError::Refused),
+    );
+    assert_eq!(out.header("x-gateway-cache"), Some("BYPASS"));
+}
+
+#[test]
+fn stream_chunks_reach_the_client_when_they_arrive_and_a_clean_end_adds_nothing() {
+    let mut sim = Sim::new(CONFIG);
+    let up = sse_answer(
+        vec![(200, SSE[0]), (200, SSE[1]), (200, SSE[2])],
+        BodyEnd::Complete,
+    );
+    let out = sim.drive(sim.chat(), ClientBody::After(0, CHAT), &up);
+    assert_eq!(out.status, 200);
+    assert_eq!(out.chunk_times, vec![205, 405, 605], "nothing held back");
+    assert_eq!(out.body, SSE.concat());
+    assert_eq!(out.header("content-length"), None);
+    assert!(!out.aborted);
+    assert_eq!(out.log.stream_complete, Some(true));
+    assert_eq!(out.log.completion_tokens, Some(1));
+    assert_eq!(out.log.total_ms, 605.0);
+    assert_eq!(out.log.bytes_out, SSE.concat().len() as u64);
+}
+
+#[test]
+fn a_cut_off_or_failed_stream_ends_with_an_error_event_and_is_not_stored() {
+    for end in [BodyEnd::Complete, BodyEnd::Failed] {
+        let mut sim = Sim::new(CONFIG);
+        let up = sse_answer(vec![(10, SSE[0])], end);
+        let out = sim.drive(sim.chat(), ClientBody::After(0, STREAM0), &up);
+        let text = String::from_utf8_lossy(&out.body);
+        assert!(
+            text.ends_with("\n\n") && text.contains("upstream_stream_interrupted"),
+            "{text}"
+        );
+        assert!(
+            !out.aborted,
+            "an event stream says it was cut off with an event"
+        );
+        assert_eq!(out.log.stream_complete, Some(false));
+        assert!(sim.store.is_empty());
+    }
+}
+
+#[test]
+fn a_failed_error_body_is_aborted_so_the_client_sees_the_truncation() {
+    let mut sim = Sim::new(CONFIG);
+    let up = Up::Head {
+        after_ms: 1,
+        status: 500,
+        headers: vec![("content-type", "application/json")],
+        body: UpBody::Chunks(vec![(1, b"{\"err")], BodyEnd::Failed),
+    };
+    let out = sim.drive(sim.chat(), ClientBody::After(0, CHAT), &up);
+    assert_eq!(out.status, 500);
+    assert!(out.aborted);
+    assert_eq!(out.log.bytes_out, 5, "what was really relayed");
+}
+
+#[test]
+fn a_deterministic_answer_is_stored_then_served_from_the_cache_with_its_age() {
+    let mut sim = Sim::new(CONFIG);
+    let out = sim.drive(
+        sim.chat(),
+        ClientBody::After(0, CHAT0),
+        &json_answer(5, ANSWER),
+    );
+    assert_eq!(out.header("x-gateway-cache"), Some("MISS"));
+    assert_eq!(sim.store.len(), 1);
+    sim.advance(3_000);
+    let out = sim.drive(sim.chat(), ClientBody::After(0, CHAT0), &Up::Silent);
+    assert_eq!(out.status, 200);
+    assert_eq!(out.body, ANSWER);
+    assert_eq!(out.header("x-gateway-cache"), Some("HIT"));
+    assert_eq!(out.header("age"), Some("3"));
+    assert_eq!(sim.sends.len(), 1, "the hit made no upstream call");
+    assert_eq!(out.log.cache, Some("hit"));
+}
+
+#[test]
+fn a_complete_stream_is_stored_and_replayed_byte_for_byte() {
+    let mut sim = Sim::new(CONFIG);
+    let up = sse_answer(
+        vec![(5, SSE[0]), (5, SSE[1]), (5, SSE[2])],
+        BodyEnd::Complete,
+    );
+    let first = sim.drive(sim.chat(), ClientBody::After(0, STREAM0), &up);
+    assert_eq!(sim.store.len(), 1);
+    let second = sim.drive(sim.chat(), ClientBody::After(0, STREAM0), &Up::Silent);
+    assert_eq!(second.header("x-gateway-cache"), Some("HIT"));
+    assert_eq!(second.body, first.body);
+    assert_eq!(second.header("content-type"), Some("text/event-stream"));
+}
+
+#[test]
+fn identical_concurrent_misses_make_one_upstream_call_and_share_the_answer() {
+    let mut sim = Sim::new(CONFIG);
+    let mut leader = sim.chat();
+    let mut waiter = sim.chat();
+    // Both read their bodies and miss the cache.
+    for ex in [&mut leader, &mut waiter] {
+        assert!(matches!(sim.poll(ex), Action::ReadBody { .. }));
+        ex.on_body(Bytes::from_static(CHAT0), sim.now());
+        assert!(matches!(sim.poll(ex), Action::Lookup { .. }));
+        ex.on_lookup(None, sim.now());
+    }
+    let Action::Send(attempt) = sim.poll(&mut leader) else {
+        panic!("the first miss calls the upstream")
+    };
+    assert!(matches!(sim.poll(&mut waiter), Action::AwaitFlight));
+    assert!(
+        waiter.poll_timeout().is_some(),
+        "a waiter never waits forever"
+    );
+
+    sim.advance(50);
+    let mut head = HeaderMap::new();
+    head.insert("content-type", HeaderValue::from_static("application/json"));
+    leader.on_response_head(attempt.id, 200, head, sim.now());
+    assert!(matches!(
+        sim.poll(&mut leader),
+        Action::ReadUpstreamBody { .. }
+    ));
+    leader.on_upstream_body(Bytes::from_static(ANSWER), sim.now());
+    assert!(matches!(sim.poll(&mut leader), Action::Store(_)));
+    assert!(
+        !sim.router.take_wakeup(),
+        "not before the runtime stored it"
+    );
+    assert!(matches!(sim.poll(&mut leader), Action::Respond(_)));
+    assert!(sim.router.take_wakeup(), "the response wakes the waiter");
+
+    waiter.on_wakeup(sim.now());
+    let Action::Respond(r) = sim.poll(&mut waiter) else {
+        panic!("the waiter answers")
+    };
+    assert_eq!(r.headers.get("x-gateway-cache").unwrap(), "HIT");
+    assert!(matches!(r.body, ResponseBody::Full(ref b) if &b[..] == ANSWER));
+}
+
+#[test]
+fn waiters_call_the_upstream_themselves_when_the_leader_has_nothing_to_share() {
+    let mut sim = Sim::new(CONFIG);
+    let mut leader = sim.chat();
+    let mut waiter = sim.chat();
+    for ex in [&mut leader, &mut waiter] {
+        sim.poll(ex);
+        ex.on_body(Bytes::from_static(CHAT0), sim.now());
+        sim.poll(ex);
+        ex.on_lookup(None, sim.now());
+    }
+    let Action::Send(attempt) = sim.poll(&mut leader) else {
+        panic!()
+    };
+    assert!(matches!(sim.poll(&mut waiter), Action::AwaitFlight));
+    leader.on_transport_error(attempt.id, TransportError::Reset, sim.now());
+    assert!(matches!(sim.poll(&mut leader), Action::Respond(_)));
+    assert!(sim.router.take_wakeup());
+    waiter.on_wakeup(sim.now());
+    assert!(matches!(sim.poll(&mut waiter), Action::Send(_)));
+}
+
+#[test]
+fn a_waiter_gives_up_at_its_deadline_and_calls_the_upstream() {
+    let mut sim = Sim::new(CONFIG);
+    let mut leader = sim.chat();
+    sim.poll(&mut leader);
+    leader.on_body(Bytes::from_static(CHAT0), sim.now());
+    sim.poll(&mut leader);
+    leader.on_lookup(None, sim.now());
+    assert!(matches!(sim.poll(&mut leader), Action::Send(_)));
+    // The waiter runs the whole loop: its flight wait times out, then it calls the upstream.
+    let out = sim.drive(
+        sim.chat(),
+        ClientBody::After(0, CHAT0),
+        &json_answer(5, ANSWER),
+    );
+    assert_eq!(out.status, 200);
+    assert_eq!(sim.sends.len(), 1, "the waiter's own call");
+    assert_eq!(
+        out.log.total_ms, 1_505.0,
+        "waited the upstream timeout, then 5 ms"
+    );
+}
+
+#[test]
+fn a_client_gone_mid_stream_releases_the_waiters_and_is_logged_incomplete() {
+    let mut sim = Sim::new(CONFIG);
+    let mut leader = sim.chat();
+    sim.poll(&mut leader);
+    leader.on_body(Bytes::from_static(STREAM0), sim.now());
+    sim.poll(&mut leader);
+    leader.on_lookup(None, sim.now());
+    let Action::Send(a) = sim.poll(&mut leader) else {
+        panic!()
+    };
+    let mut head = HeaderMap::new();
+    head.insert(
+        "content-type",
+        HeaderValue::from_static("text/event-stream"),
+    );
+    leader.on_response_head(a.id, 200, head, sim.now());
+    let Action::Respond(r) = sim.poll(&mut leader) else {
+        panic!()
+    };
+    assert!(r.store_on_end, "a recorded stream may be stored at its end");
+    assert!(
+        !sim.router.take_wakeup(),
+        "the waiters wait for the recording"
+    );
+    leader.on_chunk(SSE[0], sim.now());
+    let log = leader.finish(sim.now(), &mut sim.router).unwrap();
+    assert!(
+        sim.router.take_wakeup(),
+        "the client went away: nothing to share"
+    );
+    assert_eq!(log.stream_complete, Some(false));
+    assert!(sim.store.is_empty());
+}
+
+#[test]
+fn a_failing_shared_store_is_skipped_during_its_backoff() {
+    let mut sim = Sim::new(CONFIG);
+    sim.drive(
+        sim.chat(),
+        ClientBody::After(0, CHAT0),
+        &json_answer(1, ANSWER),
+    );
+    let now = sim.now().instant;
+    sim.router.store_result(false, now);
+    sim.store.clear();
+    sim.drive(
+        sim.chat(),
+        ClientBody::After(0, CHAT0),
+        &json_answer(1, ANSWER),
+    );
+    sim.advance(3_000);
+    sim.store.clear();
+    sim.drive(
+        sim.chat(),
+        ClientBody::After(0, CHAT0),
+        &json_answer(1, ANSWER),
+    );
+    assert_eq!(sim.shared_lookups, vec![true, false, true]);
+}
+
+#[test]
+fn no_cache_skips_the_lookup_and_refreshes_the_entry_no_store_bypasses() {
+    let mut sim = Sim::new(CONFIG);
+    let fresh = sim.start(
+        "POST",
+        "/v1/chat/completions",
+        &[
+            ("authorization", "Bearer client-1"),
+            ("cache-control", "no-cache"),
+        ],
+    );
+    let out = sim.drive(fresh, ClientBody::After(0, CHAT0), &json_answer(1, ANSWER));
+    assert_eq!(out.header("x-gateway-cache"), Some("MISS"));
+    assert!(sim.shared_lookups.is_empty(), "no lookup");
+    assert_eq!(sim.store.len(), 1, "the entry is refreshed");
+    let bypass = sim.start(
+        "POST",
+        "/v1/chat/completions",
+        &[
+            ("authorization", "Bearer client-1"),
+            ("cache-control", "no-store"),
+        ],
+    );
+    let out = sim.drive(bypass, ClientBody::After(0, CHAT0), &json_answer(1, ANSWER));
+    assert_eq!(out.header("x-gateway-cache"), Some("BYPASS"));
+    assert_eq!(sim.sends.len(), 2);
+}
+
+#[test]
+fn reports_for_another_attempt_or_step_are_ignored() {
+    let mut sim = Sim::new(CONFIG);
+    let mut ex = sim.chat();
+    sim.poll(&mut ex);
+    ex.on_response_head(AttemptId(9), 200, HeaderMap::new(), sim.now());
+    ex.on_body(Bytes::from_static(CHAT), sim.now());
+    let Action::Send(a) = sim.poll(&mut ex) else {
+        panic!()
+    };
+    ex.on_transport_error(AttemptId(a.id.0 + 1), TransportError::Reset, sim.now());
+    ex.on_body(Bytes::from_static(b"again"), sim.now());
+    ex.on_transport_error(a.id, TransportError::Refused, sim.now());
+    let Action::Respond(r) = sim.poll(&mut ex) else {
+        panic!()
+    };
+    assert_eq!(r.status, 502);
+}
+
+#[test]
+fn polling_without_reporting_is_a_500_not_a_hang_or_a_panic() {
+    let mut sim = Sim::new(CONFIG);
+    let mut ex = sim.chat();
+    assert!(matches!(sim.poll(&mut ex), Action::ReadBody { .. }));
+    let Action::Respond(r) = sim.poll(&mut ex) else {
+        panic!()
+    };
+    assert_eq!(r.status, 500);
+    let Action::Respond(again) = sim.poll(&mut ex) else {
+        panic!()
+    };
+    assert_eq!(again.status, 500);
+}
+
+#[test]
+fn invalid_settings_answer_500_naming_the_setting_and_are_logged() {
+    let sim = Sim::new(CONFIG);
+    let mut ex = Exchange::refused(
+        "sim",
+        ConfigError::new("UPSTREAM_BASE_URL", "is required"),
+        RequestParts {
+            method: "GET",
+            path: "/health",
+            query: None,
+            headers: HeaderMap::new(),
+            location: ClientLocation::default(),
+        },
+        sim.now(),
+        [1; 16],
+    );
+    let mut router = Router::new();
+    let Action::Respond(r) = ex.poll_action(sim.now(), &mut router) else {
+        panic!()
+    };
+    assert_eq!(r.status, 500);
+    let ResponseBody::Full(body) = r.body else {
+        panic!()
+    };
+    assert!(String::from_utf8_lossy(&body).contains("UPSTREAM_BASE_URL"));
+    let log = ex.finish(sim.now(), &mut router).unwrap();
+    assert_eq!(log.error_code.as_deref(), Some("gateway_misconfigured"));
+}

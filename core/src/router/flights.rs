@@ -18,8 +18,6 @@ pub enum Join {
     Lead(FlightId),
     /// Another request is calling the upstream for this key; wait until at most `until`.
     Wait { id: FlightId, until: Instant },
-    /// A flight for this key just landed with an answer: use it.
-    Landed(Arc<CacheEntry>),
 }
 
 /// A waiter's view of its flight.
@@ -84,12 +82,8 @@ impl Flights {
                     until: *until,
                 }
             }
-            Some(Flight::Landed {
-                entry: Some(entry),
-                until,
-                ..
-            }) if *until > now => return Join::Landed(entry.clone()),
-            // Landed with nothing to share, or stale: this request leads a new flight.
+            // Landed (its answer is for the requests that waited; later ones look in the
+            // store), or stale: this request leads a new flight.
             _ => {}
         }
         let id = self.new_id();

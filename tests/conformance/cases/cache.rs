@@ -485,8 +485,8 @@ pub async fn cache_embeddings_and_completions_are_cached(ctx: Arc<Ctx>) {
     );
 }
 
-/// fly-fallback: identical concurrent misses make one upstream call, and every waiter gets the
-/// answer.
+/// Identical concurrent misses make one upstream call, and every waiter gets the answer (the
+/// core's router coalesces them: per process natively, per isolate on the Worker).
 pub async fn cache_concurrent_identical_misses_make_one_upstream_call(ctx: Arc<Ctx>) {
     let model = ctx.model("mock-slow-300ms", "cache_coalesce");
     let body = chat0(&model, "all at once");

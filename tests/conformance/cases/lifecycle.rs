@@ -239,3 +239,94 @@ pub async fn fly_writes_one_json_log_line_per_request_without_secrets(ctx: Arc<C
     assert_eq!(denied["status"], 401);
     assert_eq!(denied["error_code"], "invalid_api_key");
 }
+
+/// The Worker writes one JSON line per request (to its console, which `wrangler dev` prints),
+/// with the same fields as fly-fallback's and no secret; a stream's line is written at its end.
+pub async fn worker_writes_one_json_log_line_per_request_without_secrets(ctx: Arc<Ctx>) {
+    let model = ctx.model("mock-model", "worker_log_lines");
+    let stream_model = ctx.model("mock-stream-3x10ms", "worker_log_lines");
+    ctx.post("/v1/chat/completions")
+        .header("x-request-id", "worker-log-line-ok")
+        .json(&chat_body(&model, "log me"))
+        .send()
+        .await
+        .expect_status(200);
+    ctx.post("/v1/chat/completions")
+        .key("not-a-key")
+        .header("x-request-id", "worker-log-line-denied")
+        .json(&chat_body(&model, "log me"))
+        .send()
+        .await
+        .expect_status(401);
+    let mut streamed = chat_body(&stream_model, "log my stream");
+    streamed["stream"] = serde_json::json!(true);
+    streamed["stream_options"] = serde_json::json!({"include_usage": true});
+    ctx.post("/v1/chat/completions")
+        .header("x-request-id", "worker-log-line-stream")
+        .json(&streamed)
+        .stream()
+        .await
+        .expect_status(200);
+
+    // wrangler prints the Worker's console as it comes; give it a moment to reach the file.
+    let path = harness::log_dir().join("worker.log");
+    let ids = [
+        "worker-log-line-ok",
+        "worker-log-line-denied",
+        "worker-log-line-stream",
+    ];
+    let mut log = String::new();
+    for _ in 0..50 {
+        log = std::fs::read_to_string(&path).unwrap_or_default();
+        if ids
+            .iter()
+            .all(|id| log.contains(&format!("\"request_id\":\"{id}\"")))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for secret in [harness::UPSTREAM_KEY, harness::CLIENT_KEY, "not-a-key"] {
+        assert!(!log.contains(secret), "the Worker's log contains a secret");
+    }
+    let line_of = |id: &str| -> serde_json::Value {
+        let lines: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains(&format!("\"request_id\":\"{id}\"")))
+            .collect();
+        assert_eq!(lines.len(), 1, "one line for {id} in {}", path.display());
+        let line = lines[0].trim();
+        let json = line.get(line.find('{').unwrap_or(0)..).unwrap_or(line);
+        serde_json::from_str(json).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
+    };
+    let ok = line_of("worker-log-line-ok");
+    for field in [
+        "time",
+        "runtime",
+        "region",
+        "method",
+        "path",
+        "client",
+        "model",
+        "status",
+        "upstream_ms",
+        "total_ms",
+        "bytes_in",
+        "bytes_out",
+        "cache",
+    ] {
+        assert!(ok.get(field).is_some(), "field {field} missing: {ok}");
+    }
+    assert_eq!(ok["runtime"], "worker");
+    assert_eq!(ok["status"], 200);
+    assert_eq!(ok["region"], harness::REGION);
+    assert_eq!(ok["model"], model.as_str());
+    let denied = line_of("worker-log-line-denied");
+    assert_eq!(denied["status"], 401);
+    assert_eq!(denied["error_code"], "invalid_api_key");
+    let stream = line_of("worker-log-line-stream");
+    assert_eq!(stream["stream"], true);
+    assert_eq!(stream["stream_complete"], true);
+    assert!(stream["completion_tokens"].as_u64().is_some(), "{stream}");
+    assert!(stream["bytes_out"].as_u64().unwrap_or(0) > 0, "{stream}");
+}

@@ -18,6 +18,7 @@ mod chat;
 mod health;
 mod lifecycle;
 mod limits;
+pub mod parity;
 mod robustness;
 mod routing;
 mod sdk;
@@ -188,17 +189,18 @@ pub fn all() -> Vec<Case> {
         cache::cache_streamed_and_plain_requests_get_their_own_form,
         cache::cache_control_headers_refresh_bypass_and_set_ttl,
         cache::cache_embeddings_and_completions_are_cached,
+        cache::cache_concurrent_identical_misses_make_one_upstream_call,
     ];
     all.extend(cases![Some("fly");
         lifecycle::fly_invalid_configuration_exits_2_naming_the_setting,
         lifecycle::fly_sigterm_drains_in_flight_streams_and_stops_accepting,
         lifecycle::fly_writes_one_json_log_line_per_request_without_secrets,
-        cache::cache_concurrent_identical_misses_make_one_upstream_call,
         cache::cache_redis_is_shared_between_fly_machines,
         cache::cache_failing_redis_still_answers_as_miss,
     ]);
     all.extend(cases![Some("worker");
         lifecycle::worker_invalid_configuration_answers_500_naming_the_setting,
+        lifecycle::worker_writes_one_json_log_line_per_request_without_secrets,
         cache::cache_unavailable_kv_still_answers_as_miss,
     ]);
     all

@@ -1,0 +1,211 @@
+//! Parity: the same requests to both runtimes must get the same answers, headers included. These
+//! trials run only when both `fly` and `worker` are targets (`parity::<case>`); each sends one
+//! request to each runtime and compares status, body and every header the gateway decides on.
+//!
+//! Left out of the comparison, because the platform (not the gateway) owns them: `date`,
+//! `server`, `connection`, `keep-alive`, `transfer-encoding` and `content-length` (framing: the
+//! runtimes' HTTP stacks choose between a length and chunking for the same bytes), `cf-*`,
+//! `report-to` and `nel` (workerd's own), and `x-request-id` when the client sent none (a fresh
+//! UUID each time; its presence is compared, and `request_id_is_a_fresh_uuid...` checks its form).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use super::Ctx;
+use crate::client::{Call, Resp};
+
+pub type ParityFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+pub struct ParityCase {
+    pub name: &'static str,
+    pub run: fn(Arc<Ctx>, Arc<Ctx>) -> ParityFuture,
+}
+
+const PLATFORM_HEADERS: &[&str] = &[
+    "date",
+    "server",
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "content-length",
+    "report-to",
+    "nel",
+];
+
+/// The headers the gateway is answerable for, sorted, as `name: value` lines.
+fn gateway_headers(r: &Resp, fresh_request_id: bool) -> Vec<String> {
+    let mut out: Vec<String> = r
+        .headers
+        .iter()
+        .filter(|(n, _)| {
+            let n = n.as_str();
+            !PLATFORM_HEADERS.contains(&n) && !n.starts_with("cf-")
+        })
+        .map(|(n, v)| {
+            let value = if fresh_request_id && n.as_str() == "x-request-id" {
+                "<fresh>".to_string()
+            } else if n.as_str() == "age" {
+                // Seconds since the entry was stored: the same form, not the same instant.
+                "<seconds>".to_string()
+            } else {
+                String::from_utf8_lossy(v.as_bytes()).into_owned()
+            };
+            format!("{}: {value}", n.as_str())
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Sends the request built by `make` to each runtime and asserts the answers are the same.
+async fn same(fly: &Ctx, worker: &Ctx, what: &str, make: impl Fn(&Ctx) -> Call) -> (Resp, Resp) {
+    let a = make(fly).send().await;
+    let b = make(worker).send().await;
+    assert_same(what, &a, &b);
+    (a, b)
+}
+
+fn assert_same(what: &str, fly: &Resp, worker: &Resp) {
+    assert_eq!(
+        fly.status,
+        worker.status,
+        "{what}: status differs (fly {}, worker {}); bodies: {} | {}",
+        fly.status,
+        worker.status,
+        fly.text(),
+        worker.text()
+    );
+    let fresh = fly.header("x-request-id") != worker.header("x-request-id");
+    assert_eq!(
+        gateway_headers(fly, fresh),
+        gateway_headers(worker, fresh),
+        "{what}: headers differ (left fly, right worker)"
+    );
+    assert_eq!(
+        fly.text(),
+        worker.text(),
+        "{what}: bodies differ (left fly, right worker)"
+    );
+}
+
+fn chat(ctx: &Ctx, body: &Value) -> Call {
+    ctx.post("/v1/chat/completions")
+        .header("x-request-id", "parity-request")
+        .json(body)
+}
+
+/// The model both runtimes are asked for: one name, so the mock answers both alike (their
+/// caches are separate, so each sees its own first request as a miss).
+fn model(behaviour: &str, case: &str) -> String {
+    format!("{behaviour}@parity_{case}")
+}
+
+pub async fn parity_local_answers_and_request_errors(fly: Arc<Ctx>, worker: Arc<Ctx>) {
+    let (f, w) = (&*fly, &*worker);
+    same(f, w, "health", |c| c.get("/health").no_auth()).await;
+    same(f, w, "models", |c| c.get("/v1/models")).await;
+    same(f, w, "no key", |c| {
+        c.post("/v1/chat/completions")
+            .no_auth()
+            .json(&json!({"model": "m", "messages": []}))
+    })
+    .await;
+    same(f, w, "wrong key", |c| {
+        c.post("/v1/chat/completions")
+            .key("not-a-key")
+            .json(&json!({"model": "m", "messages": []}))
+    })
+    .await;
+    same(f, w, "unknown path", |c| c.get("/v1/nothing-here")).await;
+    same(f, w, "wrong method", |c| c.get("/v1/chat/completions")).await;
+    same(f, w, "malformed json", |c| {
+        c.post("/v1/chat/completions").body("{\"model\": ")
+    })
+    .await;
+    same(f, w, "missing model", |c| {
+        chat(c, &json!({"messages": [{"role": "user", "content": "x"}]}))
+    })
+    .await;
+    same(f, w, "text/plain", |c| {
+        c.post("/v1/chat/completions")
+            .header("content-type", "text/plain")
+            .body("hello")
+    })
+    .await;
+    same(f, w, "declared length over the limit", |c| {
+        let big = "x".repeat(crate::harness::MAX_BODY_BYTES + 1);
+        c.post("/v1/chat/completions").body(big)
+    })
+    .await;
+}
+
+pub async fn parity_upstream_answers_plain_and_streamed(fly: Arc<Ctx>, worker: Arc<Ctx>) {
+    let (f, w) = (&*fly, &*worker);
+    let plain = json!({"model": model("mock-model", "plain"), "temperature": 0.7,
+                       "messages": [{"role": "user", "content": "same answer"}]});
+    same(f, w, "plain chat (bypass)", |c| chat(c, &plain)).await;
+    let cached = json!({"model": model("mock-model", "cached"), "temperature": 0,
+                        "messages": [{"role": "user", "content": "same answer"}]});
+    same(f, w, "cacheable chat (miss)", |c| chat(c, &cached)).await;
+    // Entries are written after the response; give the Worker's KV write a moment.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    same(f, w, "cacheable chat (hit)", |c| chat(c, &cached)).await;
+    let streamed = json!({"model": model("mock-stream-3x10ms", "stream"), "stream": true,
+                          "stream_options": {"include_usage": true},
+                          "messages": [{"role": "user", "content": "same events"}]});
+    same(f, w, "stream", |c| chat(c, &streamed)).await;
+    let cut = json!({"model": model("mock-cutoff-2", "cutoff"), "stream": true,
+                     "messages": [{"role": "user", "content": "cut"}]});
+    same(f, w, "cut-off stream", |c| chat(c, &cut)).await;
+    let embed = json!({"model": model("mock-embedding", "embed"), "input": "x"});
+    same(f, w, "embeddings", |c| {
+        c.post("/v1/embeddings")
+            .header("x-request-id", "parity-request")
+            .json(&embed)
+    })
+    .await;
+}
+
+pub async fn parity_upstream_failures_map_to_the_same_errors(fly: Arc<Ctx>, worker: Arc<Ctx>) {
+    let (f, w) = (&*fly, &*worker);
+    for (behaviour, temperature) in [
+        ("mock-error-429", 0.0),
+        ("mock-error-503", 0.7),
+        ("mock-garbage", 0.0),
+        ("mock-hangup", 0.0),
+        ("mock-slow-2500ms", 0.0),
+        ("mock-slow-2500ms", 0.7),
+    ] {
+        let body = json!({"model": model(behaviour, &format!("fail_{temperature}")),
+                          "temperature": temperature,
+                          "messages": [{"role": "user", "content": "fail"}]});
+        same(
+            f,
+            w,
+            &format!("{behaviour} at temperature {temperature}"),
+            |c| chat(c, &body),
+        )
+        .await;
+    }
+}
+
+/// Every parity case.
+pub fn all() -> Vec<ParityCase> {
+    macro_rules! parity {
+        ($($func:ident),* $(,)?) => {
+            vec![$(ParityCase {
+                name: stringify!($func),
+                run: |a, b| Box::pin($func(a, b)),
+            }),*]
+        };
+    }
+    parity![
+        parity_local_answers_and_request_errors,
+        parity_upstream_answers_plain_and_streamed,
+        parity_upstream_failures_map_to_the_same_errors,
+    ]
+}
