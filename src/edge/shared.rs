@@ -2,14 +2,22 @@
 //! and the wake-up of requests parked on another request's flight.
 
 use std::cell::{Cell, RefCell};
+use std::time::Duration;
 
-use futures_channel::oneshot;
 use gateway_core::{Router, StoreChange};
+use worker::Delay;
+
+/// How often a parked request looks whether it was woken.
+///
+/// A parked request cannot be woken by a waker called from another request: workerd would
+/// resume it inside that other request's I/O context, and its own streams and `fetch` would
+/// then fail ("Cannot perform I/O on behalf of a different request"). Its own timer resumes it
+/// in its own context.
+const PARKED_POLL: Duration = Duration::from_millis(5);
 
 #[derive(Default)]
 struct Shared {
     router: RefCell<Router>,
-    parked: RefCell<Vec<oneshot::Sender<()>>>,
     generation: Cell<u64>,
 }
 
@@ -28,9 +36,6 @@ pub fn with<R>(f: impl FnOnce(&mut Router) -> R) -> R {
         };
         if wake {
             s.generation.set(s.generation.get().wrapping_add(1));
-            for tx in s.parked.borrow_mut().drain(..) {
-                let _ = tx.send(());
-            }
         }
         out
     })
@@ -42,16 +47,8 @@ pub fn generation() -> u64 {
 
 /// Returns once a wake-up happened after `seen` (a [`generation`] read earlier).
 pub async fn woken_since(seen: u64) {
-    let rx = SHARED.with(|s| {
-        if s.generation.get() != seen {
-            return None;
-        }
-        let (tx, rx) = oneshot::channel();
-        s.parked.borrow_mut().push(tx);
-        Some(rx)
-    });
-    if let Some(rx) = rx {
-        let _ = rx.await;
+    while generation() == seen {
+        Delay::from(PARKED_POLL).await;
     }
 }
 
