@@ -13,6 +13,7 @@ use crate::error::ConfigError;
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 10 * 1024 * 1024;
 pub const DEFAULT_BODY_TIMEOUT_MS: u64 = 30_000;
 pub const DEFAULT_UPSTREAM_TIMEOUT_MS: u64 = 300_000;
+pub const DEFAULT_STREAM_IDLE_TIMEOUT_MS: u64 = 300_000;
 pub const DEFAULT_MAX_UPSTREAM_RESPONSE_BYTES: u64 = 64 * 1024 * 1024;
 
 /// The names of every setting, so messages and docs cannot drift from the code.
@@ -40,6 +41,10 @@ pub struct GatewayConfig {
     /// Time the upstream has to send its response headers before the client gets a 504.
     #[serde(default)]
     pub upstream_timeout_ms: Option<u64>,
+    /// Longest silence between two chunks of a relayed upstream body before the gateway ends it
+    /// (an event stream with an error event).
+    #[serde(default)]
+    pub stream_idle_timeout_ms: Option<u64>,
     /// Largest non-streamed upstream body the gateway reads to check and account for.
     #[serde(default)]
     pub max_upstream_response_bytes: Option<u64>,
@@ -163,6 +168,7 @@ pub struct Settings {
     pub max_body_bytes: u64,
     pub body_timeout_ms: u64,
     pub upstream_timeout_ms: u64,
+    pub stream_idle_timeout_ms: u64,
     pub max_upstream_response_bytes: u64,
     pub cache: CacheSettings,
 }
@@ -185,6 +191,7 @@ impl Settings {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             body_timeout_ms: DEFAULT_BODY_TIMEOUT_MS,
             upstream_timeout_ms: DEFAULT_UPSTREAM_TIMEOUT_MS,
+            stream_idle_timeout_ms: DEFAULT_STREAM_IDLE_TIMEOUT_MS,
             max_upstream_response_bytes: DEFAULT_MAX_UPSTREAM_RESPONSE_BYTES,
             cache: CacheSettings::default(),
         }
@@ -239,6 +246,9 @@ impl Settings {
             upstream_timeout_ms: config
                 .upstream_timeout_ms
                 .unwrap_or(DEFAULT_UPSTREAM_TIMEOUT_MS),
+            stream_idle_timeout_ms: config
+                .stream_idle_timeout_ms
+                .unwrap_or(DEFAULT_STREAM_IDLE_TIMEOUT_MS),
             max_upstream_response_bytes: config
                 .max_upstream_response_bytes
                 .unwrap_or(DEFAULT_MAX_UPSTREAM_RESPONSE_BYTES),
@@ -263,6 +273,7 @@ impl GatewayConfig {
         positive("max_body_bytes", self.max_body_bytes)?;
         positive("body_timeout_ms", self.body_timeout_ms)?;
         positive("upstream_timeout_ms", self.upstream_timeout_ms)?;
+        positive("stream_idle_timeout_ms", self.stream_idle_timeout_ms)?;
         positive(
             "max_upstream_response_bytes",
             self.max_upstream_response_bytes,

@@ -70,6 +70,10 @@ pub enum GatewayError {
     UpstreamTimeout,
     /// A stream that had started ended without `[DONE]` (sent as an SSE error event).
     UpstreamStreamInterrupted,
+    /// A relayed stream sent nothing for `stream_idle_timeout_ms` (sent as an SSE error event).
+    UpstreamStreamStalled {
+        idle_ms: u64,
+    },
     /// A failure inside the gateway that no client input explains.
     Internal {
         message: String,
@@ -157,7 +161,7 @@ impl GatewayError {
             GatewayError::UpstreamUnreachable { .. }
             | GatewayError::UpstreamInvalidResponse
             | GatewayError::UpstreamStreamInterrupted => 502,
-            GatewayError::UpstreamTimeout => 504,
+            GatewayError::UpstreamTimeout | GatewayError::UpstreamStreamStalled { .. } => 504,
             GatewayError::Misconfigured(_) | GatewayError::Internal { .. } => 500,
         }
     }
@@ -179,6 +183,7 @@ impl GatewayError {
             | GatewayError::UpstreamInvalidResponse
             | GatewayError::UpstreamTimeout
             | GatewayError::UpstreamStreamInterrupted
+            | GatewayError::UpstreamStreamStalled { .. }
             | GatewayError::Internal { .. }
             | GatewayError::Misconfigured(_) => ErrorKind::Api,
         }
@@ -202,6 +207,7 @@ impl GatewayError {
             | GatewayError::UnsupportedMediaType { .. }
             | GatewayError::UpstreamInvalidResponse
             | GatewayError::UpstreamStreamInterrupted
+            | GatewayError::UpstreamStreamStalled { .. }
             | GatewayError::Internal { .. }
             | GatewayError::Misconfigured(_) => false,
         }
@@ -223,6 +229,7 @@ impl GatewayError {
             GatewayError::UpstreamInvalidResponse => "upstream_invalid_response",
             GatewayError::UpstreamTimeout => "upstream_timeout",
             GatewayError::UpstreamStreamInterrupted => "upstream_stream_interrupted",
+            GatewayError::UpstreamStreamStalled { .. } => "upstream_stream_timeout",
             GatewayError::Misconfigured(_) => "gateway_misconfigured",
             GatewayError::Internal { .. } => "internal_error",
         })
@@ -244,6 +251,7 @@ impl GatewayError {
             | GatewayError::UpstreamInvalidResponse
             | GatewayError::UpstreamTimeout
             | GatewayError::UpstreamStreamInterrupted
+            | GatewayError::UpstreamStreamStalled { .. }
             | GatewayError::Internal { .. }
             | GatewayError::Misconfigured(_) => None,
         }
@@ -283,6 +291,9 @@ impl GatewayError {
             GatewayError::UpstreamStreamInterrupted => {
                 "The upstream provider's stream ended before it was complete.".into()
             }
+            GatewayError::UpstreamStreamStalled { idle_ms } => format!(
+                "The upstream provider's stream sent nothing for {idle_ms} ms; the gateway ended it."
+            ),
             GatewayError::Internal { message } => format!("Internal gateway error: {message}"),
             GatewayError::Misconfigured(e) => {
                 format!("The gateway is misconfigured: {}: {}", e.setting, e.message)
@@ -311,6 +322,7 @@ impl GatewayError {
             | GatewayError::UpstreamInvalidResponse
             | GatewayError::UpstreamTimeout
             | GatewayError::UpstreamStreamInterrupted
+            | GatewayError::UpstreamStreamStalled { .. }
             | GatewayError::Internal { .. }
             | GatewayError::Misconfigured(_) => &[],
         }
@@ -405,6 +417,7 @@ mod tests {
             GatewayError::UpstreamInvalidResponse,
             GatewayError::UpstreamTimeout,
             GatewayError::UpstreamStreamInterrupted,
+            GatewayError::UpstreamStreamStalled { idle_ms: 5 },
             GatewayError::Internal {
                 message: "x".into(),
             },

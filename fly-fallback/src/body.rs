@@ -4,14 +4,16 @@
 //! holds a chunk back. The end of the relay and the log line are the core's too: the line is
 //! written when the body is finished or dropped (client gone), so it covers the whole response.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use gateway_core::{BodyEnd, Exchange};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use tokio::time::Sleep;
 
 use crate::cache::Cache;
 use crate::clock;
@@ -26,6 +28,9 @@ enum Source {
         /// Bytes the core asked to send after the upstream's body (an error event).
         tail: Option<Bytes>,
         ended: bool,
+        /// The core's idle deadline. Armed when the upstream is first silent and re-armed only
+        /// when it fires, so chunks cost no timer work.
+        idle: Option<Pin<Box<Sleep>>>,
     },
 }
 
@@ -62,6 +67,7 @@ impl GatewayBody {
                 body,
                 tail: None,
                 ended: false,
+                idle: None,
             },
             exchange: Some(exchange),
             shared,
@@ -75,6 +81,54 @@ impl GatewayBody {
         let ex = self.exchange.as_mut()?;
         let now = clock::now();
         let end = self.shared.with(|r| ex.on_end(how, now, r));
+        self.apply(end)
+    }
+
+    /// Whether the upstream has been silent too long, as the core decides when its deadline
+    /// passes: `Ready` with what to do then, `Pending` with the timer armed.
+    fn poll_idle(&mut self, cx: &mut Context<'_>) -> Poll<Option<BoxError>> {
+        loop {
+            let Some(deadline) = self.exchange.as_ref().and_then(Exchange::poll_timeout) else {
+                return Poll::Pending;
+            };
+            let Source::Relay { idle, .. } = &mut self.source else {
+                return Poll::Pending;
+            };
+            let sleep = idle.get_or_insert_with(|| {
+                Box::pin(tokio::time::sleep_until(clock::to_tokio(deadline)))
+            });
+            if sleep.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            let Some(ex) = self.exchange.as_mut() else {
+                return Poll::Pending;
+            };
+            let now = clock::now();
+            match self.shared.with(|r| ex.handle_relay_timeout(now, r)) {
+                Some(end) => {
+                    if let Source::Relay { ended, idle, .. } = &mut self.source {
+                        *ended = true;
+                        *idle = None;
+                    }
+                    return Poll::Ready(self.apply(end));
+                }
+                // Chunks came meanwhile: wait until the new deadline.
+                None => {
+                    if let (
+                        Source::Relay {
+                            idle: Some(sleep), ..
+                        },
+                        Some(next),
+                    ) = (&mut self.source, ex.poll_timeout())
+                    {
+                        sleep.as_mut().reset(clock::to_tokio(next));
+                    }
+                }
+            }
+        }
+    }
+
+    fn apply(&mut self, end: gateway_core::EndOfRelay) -> Option<BoxError> {
         if let (Some(store), Some(cache)) = (end.store, &self.cache) {
             let cache = cache.clone();
             // The end of the response is not delayed by the write.
@@ -115,14 +169,25 @@ impl Body for GatewayBody {
                 Source::Full(bytes) => {
                     return Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b))))
                 }
-                Source::Relay { body, tail, ended } => {
+                Source::Relay {
+                    body, tail, ended, ..
+                } => {
                     if let Some(t) = tail.take() {
                         return Poll::Ready(Some(Ok(Frame::data(t))));
                     }
                     if *ended {
                         return Poll::Ready(None);
                     }
-                    match ready!(Pin::new(body).poll_frame(cx)) {
+                    let polled = Pin::new(body).poll_frame(cx);
+                    let Poll::Ready(polled) = polled else {
+                        match this.poll_idle(cx) {
+                            Poll::Pending => return Poll::Pending,
+                            Poll::Ready(Some(e)) => return Poll::Ready(Some(Err(e))),
+                            // Ended by the core: send its tail, then end.
+                            Poll::Ready(None) => continue,
+                        }
+                    };
+                    match polled {
                         Some(Ok(frame)) => {
                             let Ok(data) = frame.into_data() else {
                                 continue; // upstream trailers are not forwarded

@@ -4,13 +4,15 @@
 //! store. The log line is written when the stream ends or is dropped (client gone), so its
 //! figures cover the whole stream.
 
+use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Wake, Waker};
 
 use futures_channel::oneshot;
 use futures_util::Stream;
-use gateway_core::{BodyEnd, Exchange, Store};
-use worker::ByteStream;
+use gateway_core::{BodyEnd, EndOfRelay, Exchange, Store};
+use worker::{ByteStream, Delay};
 
 use super::{clock, shared, write_log};
 
@@ -20,6 +22,36 @@ pub struct Relay {
     tail: Option<Vec<u8>>,
     ended: bool,
     store: Option<oneshot::Sender<Store>>,
+    /// The core's idle deadline: armed when the upstream is first silent, re-armed only when it
+    /// fires (a timer per silence, not per chunk).
+    idle: Option<Delay>,
+    waker: Arc<LatestWaker>,
+}
+
+/// Wakes whichever task polled last.
+#[derive(Default)]
+struct LatestWaker(Mutex<Option<Waker>>);
+
+impl LatestWaker {
+    fn set(&self, w: &Waker) {
+        let mut slot = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if !slot.as_ref().is_some_and(|old| old.will_wake(w)) {
+            *slot = Some(w.clone());
+        }
+    }
+}
+
+impl Wake for LatestWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        let slot = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(w) = slot.as_ref() {
+            w.wake_by_ref();
+        }
+    }
 }
 
 impl Relay {
@@ -34,13 +66,48 @@ impl Relay {
             tail: None,
             ended: false,
             store,
+            idle: None,
+            waker: Arc::default(),
         }
     }
 
     fn end(&mut self, how: BodyEnd) -> Option<worker::Error> {
-        self.ended = true;
         let ex = &mut self.exchange;
         let end = shared::with(|r| ex.on_end(how, clock::now(), r));
+        self.apply(end)
+    }
+
+    /// Whether the upstream has been silent too long, as the core decides when its deadline
+    /// passes: `Ready` once the relay is over, `Pending` with the timer armed.
+    fn poll_idle(&mut self, cx: &mut Context<'_>) -> Poll<Option<worker::Error>> {
+        loop {
+            let Some(deadline) = self.exchange.poll_timeout() else {
+                return Poll::Pending;
+            };
+            let timer = self
+                .idle
+                .get_or_insert_with(|| Delay::from(deadline.remaining(clock::now().instant)));
+            // The platform polls each pull of the stream as a task of its own, and a Delay keeps
+            // the waker of the poll that armed it: it is polled with a waker that forwards to
+            // whichever pull is waiting now.
+            self.waker.set(cx.waker());
+            let forward = Waker::from(self.waker.clone());
+            if Pin::new(timer)
+                .poll(&mut Context::from_waker(&forward))
+                .is_pending()
+            {
+                return Poll::Pending;
+            }
+            self.idle = None;
+            let ex = &mut self.exchange;
+            if let Some(end) = shared::with(|r| ex.handle_relay_timeout(clock::now(), r)) {
+                return Poll::Ready(self.apply(end));
+            }
+        }
+    }
+
+    fn apply(&mut self, end: EndOfRelay) -> Option<worker::Error> {
+        self.ended = true;
         if let (Some(store), Some(tx)) = (end.store, self.store.take()) {
             let _ = tx.send(store);
         }
@@ -71,7 +138,13 @@ impl Stream for Relay {
             return Poll::Ready(None);
         }
         let how = match Pin::new(&mut this.inner).poll_next(cx) {
-            Poll::Pending => return Poll::Pending,
+            Poll::Pending => {
+                return match this.poll_idle(cx) {
+                    Poll::Pending => Poll::Pending,
+                    Poll::Ready(Some(e)) => Poll::Ready(Some(Err(e))),
+                    Poll::Ready(None) => Poll::Ready(this.tail.take().map(Ok)),
+                };
+            }
             Poll::Ready(Some(Ok(chunk))) => {
                 this.exchange.on_chunk(&chunk, clock::now());
                 return Poll::Ready(Some(Ok(chunk)));

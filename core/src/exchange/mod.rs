@@ -207,6 +207,8 @@ struct Relay {
     sse: Option<SseObserver>,
     recorder: Option<cache::StreamRecorder>,
     ended: bool,
+    /// When the upstream last sent something (the idle deadline runs from it).
+    last_activity: Instant,
 }
 
 pub struct Exchange {
@@ -417,8 +419,15 @@ impl Exchange {
         }
     }
 
-    /// The instant by which the outstanding IO must have been reported, if any.
+    /// The instant by which the outstanding IO must have been reported, if any. While a body is
+    /// relayed: when the upstream will have been silent for too long (then call
+    /// [`Exchange::handle_relay_timeout`]).
     pub fn poll_timeout(&self) -> Option<Instant> {
+        if let Step::Relaying = self.step {
+            let relay = self.relay.as_ref().filter(|r| !r.ended)?;
+            let idle = Duration::from_millis(self.gw.settings().stream_idle_timeout_ms);
+            return Some(relay.last_activity.plus(idle));
+        }
         self.deadline.map(|(t, _)| t)
     }
 
@@ -533,6 +542,7 @@ impl Exchange {
                     sse: Some(SseObserver::new()),
                     recorder,
                     ended: false,
+                    last_activity: now.instant,
                 });
                 let mut response =
                     self.upstream_response(&head, ResponseBody::Relay(RelayMode::Observe));
@@ -546,6 +556,7 @@ impl Exchange {
                     sse: None,
                     recorder: None,
                     ended: false,
+                    last_activity: now.instant,
                 });
                 let mut response =
                     self.upstream_response(&head, ResponseBody::Relay(RelayMode::Untouched));
@@ -633,13 +644,14 @@ impl Exchange {
 impl Exchange {
     /// A chunk of the relayed body, already handed to the client (observation never holds a
     /// chunk back).
-    pub fn on_chunk(&mut self, chunk: &[u8], _now: Now) {
+    pub fn on_chunk(&mut self, chunk: &[u8], now: Now) {
         let Some(relay) = &mut self.relay else {
             return;
         };
         if relay.ended {
             return;
         }
+        relay.last_activity = now.instant;
         if relay.sse.is_none() && self.log.bytes_out > 0 && self.relay_counted == 0 {
             // A declared length was logged at the head; count what is really sent instead.
             self.log.bytes_out = 0;
@@ -700,6 +712,40 @@ impl Exchange {
             store,
             abort: false,
         }
+    }
+
+    /// The relay's timer (armed at [`Exchange::poll_timeout`]) fired. `Some` when the upstream
+    /// has been silent for `stream_idle_timeout_ms`: the relay is over, do as at
+    /// [`Exchange::on_end`] (an event stream gets an error event; another body is aborted).
+    /// `None` when it has not (chunks came meanwhile): re-arm at [`Exchange::poll_timeout`].
+    pub fn handle_relay_timeout(&mut self, now: Now, router: &mut Router) -> Option<EndOfRelay> {
+        let deadline = self.poll_timeout()?;
+        if !matches!(self.step, Step::Relaying) || now.instant < deadline {
+            return None;
+        }
+        let err = GatewayError::UpstreamStreamStalled {
+            idle_ms: self.gw.settings().stream_idle_timeout_ms,
+        };
+        self.log.error_code = err.code().map(str::to_string);
+        self.land(None, now, router);
+        let relay = self.relay.as_mut()?;
+        relay.ended = true;
+        relay.recorder = None;
+        let Some(sse) = &relay.sse else {
+            return Some(EndOfRelay {
+                abort: true,
+                ..EndOfRelay::default()
+            });
+        };
+        self.log.stream_complete = Some(false);
+        self.log.set_usage(sse.usage());
+        let tail = Bytes::from(err.sse_event());
+        self.log.bytes_out += tail.len() as u64;
+        Some(EndOfRelay {
+            tail: Some(tail),
+            store: None,
+            abort: false,
+        })
     }
 
     /// The response is over (sent, or the client is gone): the log record, once. Releases

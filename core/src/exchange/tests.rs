@@ -40,8 +40,9 @@ fn gateway(config: &str) -> Arc<Gateway> {
     Arc::new(Gateway::new(settings, "sim"))
 }
 
-/// Timeouts small enough to read: body 1 s, upstream 1.5 s (as in the conformance suite).
-const CONFIG: &str = r#"{"max_body_bytes":1000,"body_timeout_ms":1000,"upstream_timeout_ms":1500,"max_upstream_response_bytes":500}"#;
+/// Timeouts small enough to read: body 1 s, upstream 1.5 s (as in the conformance suite),
+/// 2 s of silence in a stream.
+const CONFIG: &str = r#"{"max_body_bytes":1000,"body_timeout_ms":1000,"upstream_timeout_ms":1500,"stream_idle_timeout_ms":2000,"max_upstream_response_bytes":500}"#;
 
 /// What the client sends after its head.
 #[derive(Clone)]
@@ -644,6 +645,135 @@ fn a_cut_off_or_failed_stream_ends_with_an_error_event_and_is_not_stored() {
         );
         assert_eq!(out.log.stream_complete, Some(false));
         assert!(sim.store.is_empty());
+    }
+}
+
+#[test]
+fn a_stream_silent_for_the_idle_timeout_is_ended_with_an_error_event() {
+    let mut sim = Sim::new(CONFIG);
+    let mut ex = sim.chat();
+    let up = sse_answer(Vec::new(), BodyEnd::Complete);
+    let Response { body, .. } = sim.until_response(&mut ex, ClientBody::After(0, STREAM0), &up);
+    assert!(matches!(body, ResponseBody::Relay(RelayMode::Observe)));
+    let head_at = sim.now().instant;
+    assert_eq!(
+        ex.poll_timeout(),
+        Some(head_at.plus(Duration::from_secs(2)))
+    );
+    sim.advance(1_500);
+    ex.on_chunk(SSE[0], sim.now());
+    let deadline = sim.now().instant.plus(Duration::from_secs(2));
+    assert_eq!(
+        ex.poll_timeout(),
+        Some(deadline),
+        "every chunk restarts the idle time"
+    );
+    sim.advance(1_999);
+    let now = sim.now();
+    assert!(
+        ex.handle_relay_timeout(now, &mut sim.router).is_none(),
+        "not yet: re-arm"
+    );
+    sim.advance(1);
+    let now = sim.now();
+    let end = ex
+        .handle_relay_timeout(now, &mut sim.router)
+        .expect("stalled");
+    let tail = String::from_utf8(end.tail.unwrap().to_vec()).unwrap();
+    assert!(tail.starts_with("data: {\"error\"") && tail.contains("upstream_stream_timeout"));
+    assert!(end.store.is_none() && !end.abort);
+    assert!(
+        sim.router.take_wakeup(),
+        "identical requests waiting on it are released"
+    );
+    assert_eq!(ex.poll_timeout(), None, "the relay is over");
+    let log = ex.finish(now, &mut sim.router).unwrap();
+    assert_eq!(log.stream_complete, Some(false));
+    assert_eq!(log.error_code.as_deref(), Some("upstream_stream_timeout"));
+}
+
+#[test]
+fn a_silent_error_body_is_aborted_at_the_idle_timeout() {
+    let mut sim = Sim::new(CONFIG);
+    let mut ex = sim.chat();
+    let up = Up::Head {
+        after_ms: 1,
+        status: 503,
+        headers: vec![("content-type", "application/json")],
+        body: UpBody::Chunks(Vec::new(), BodyEnd::Complete),
+    };
+    sim.until_response(&mut ex, ClientBody::After(0, CHAT), &up);
+    sim.advance(2_000);
+    let now = sim.now();
+    assert!(ex.handle_relay_timeout(now, &mut sim.router).unwrap().abort);
+}
+
+#[test]
+fn models_are_fetched_from_the_upstream_when_none_are_configured_with_the_query() {
+    let mut sim = Sim::new(CONFIG);
+    let mut map = HeaderMap::new();
+    map.insert("authorization", HeaderValue::from_static("Bearer client-1"));
+    let ex = Exchange::new(
+        sim.gw.clone(),
+        RequestParts {
+            method: "GET",
+            path: "/v1/models",
+            query: Some("api-version=2"),
+            headers: map,
+            location: ClientLocation::default(),
+        },
+        sim.now(),
+        [3; 16],
+    );
+    let out = sim.drive(
+        ex,
+        ClientBody::Never,
+        &json_answer(2, br#"{"object":"list","data":[]}"#),
+    );
+    assert_eq!(out.status, 200);
+    assert_eq!(sim.sends[0].method, "GET");
+    assert_eq!(
+        sim.sends[0].url,
+        "http://up.example/v1/models?api-version=2"
+    );
+    assert!(sim.sends[0].body.is_empty());
+    assert_eq!(
+        out.header("x-gateway-cache"),
+        None,
+        "only inference routes are cached"
+    );
+}
+
+#[test]
+fn stored_bytes_from_a_shared_store_are_checked_before_they_are_served() {
+    let mut sim = Sim::new(CONFIG);
+    sim.drive(
+        sim.chat(),
+        ClientBody::After(0, CHAT0),
+        &json_answer(1, ANSWER),
+    );
+    let (key, entry) = sim
+        .store
+        .iter()
+        .next()
+        .map(|(k, e)| (*k, e.clone()))
+        .unwrap();
+    let encoded = Bytes::from(entry.encode());
+    for (bytes, hit) in [
+        (encoded.clone(), true),
+        (Bytes::from_static(b"garbage"), false),
+        (encoded.slice(..encoded.len() - 1), false),
+    ] {
+        let mut ex = sim.chat();
+        sim.poll(&mut ex);
+        ex.on_body(Bytes::from_static(CHAT0), sim.now());
+        let Action::Lookup { key: asked, .. } = sim.poll(&mut ex) else {
+            panic!()
+        };
+        assert_eq!(asked, key);
+        ex.on_lookup(Some(Found::Encoded(bytes)), sim.now());
+        let next = sim.poll(&mut ex);
+        assert_eq!(matches!(next, Action::Respond(_)), hit, "{next:?}");
     }
 }
 

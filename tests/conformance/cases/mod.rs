@@ -149,6 +149,7 @@ pub fn all() -> Vec<Case> {
         streaming::chat_stream_events_arrive_unbuffered,
         streaming::stream_cut_off_upstream_ends_with_error_event_and_no_done,
         streaming::stream_error_event_from_upstream_passes_through,
+        streaming::stream_silent_upstream_is_ended_with_a_timeout_event_after_the_idle_time,
         auth::auth_missing_key_is_401_and_never_reaches_upstream,
         auth::auth_wrong_key_is_401_and_never_reaches_upstream,
         auth::auth_second_configured_key_is_accepted,

@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 use super::Ctx;
 use crate::client::{SseEvent, Streamed};
 use crate::expect;
+use crate::harness;
 
 fn stream_body(model: &str, text: &str) -> Value {
     json!({"model": model, "messages": [{"role": "user", "content": text}], "stream": true})
@@ -259,5 +260,48 @@ pub async fn stream_error_event_from_upstream_passes_through(ctx: Arc<Ctx>) {
         "{}: the gateway added its own error after the upstream's: {}",
         s.label,
         s.raw
+    );
+}
+
+/// An upstream stream that goes silent for longer than `stream_idle_timeout_ms` is ended by the
+/// gateway with an OpenAI error event, about that long after the last event, instead of holding
+/// the client until the upstream speaks again.
+pub async fn stream_silent_upstream_is_ended_with_a_timeout_event_after_the_idle_time(
+    ctx: Arc<Ctx>,
+) {
+    // Two events 4 s apart: the second never comes within the 1 s idle time.
+    let model = ctx.model("mock-stream-2x4000ms", "stream_idle");
+    let s = ctx
+        .post("/v1/chat/completions")
+        .json(&stream_body(&model, "then silence"))
+        .stream()
+        .await;
+    s.expect_status(200).expect_event_stream();
+    assert_eq!(
+        s.events.len(),
+        2,
+        "{}: one chunk, then the error: {}",
+        s.label,
+        s.raw
+    );
+    assert!(s.events[0]
+        .json()
+        .is_some_and(|v| v["object"] == "chat.completion.chunk"));
+    let err = s.events[1]
+        .json()
+        .unwrap_or_else(|| panic!("{}: last event not JSON: {}", s.label, s.events[1].data));
+    let e = expect::openai_error_shape(&s.label, &err);
+    assert_eq!(e["code"], "upstream_stream_timeout", "{}: {err}", s.label);
+    let silence = s.events[1].at.saturating_sub(s.events[0].at);
+    let idle = Duration::from_millis(harness::STREAM_IDLE_TIMEOUT_MS);
+    assert!(
+        silence >= idle - Duration::from_millis(50) && silence < Duration::from_millis(3_500),
+        "{}: the error came {silence:?} after the last event (idle time {idle:?}, upstream's gap 4 s)",
+        s.label
+    );
+    assert!(
+        !s.events.iter().any(SseEvent::is_done),
+        "{}: [DONE] after a stall",
+        s.label
     );
 }
