@@ -166,6 +166,9 @@ pub enum Action {
     Respond(Response),
 }
 
+/// How early a runtime's timer may fire and still count (see [`Exchange::handle_timeout`]).
+const TIMER_SLACK: Duration = Duration::from_millis(1);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Timer {
     Body,
@@ -436,7 +439,9 @@ impl Exchange {
         let Some((at, timer)) = self.deadline else {
             return;
         };
-        if now.instant < at {
+        // A timer set in whole milliseconds against a millisecond clock (the Worker's) may fire
+        // just before the instant; it still counts, rather than leave the step waiting.
+        if now.instant.plus(TIMER_SLACK) < at {
             return;
         }
         self.deadline = None;
@@ -547,7 +552,6 @@ impl Exchange {
                 let mut response =
                     self.upstream_response(&head, ResponseBody::Relay(RelayMode::Observe));
                 response.store_on_end = store_on_end;
-                self.upstream = Some(head);
                 self.step = Step::Respond(response);
             }
             ResponseMode::PassThrough => {
@@ -568,7 +572,6 @@ impl Exchange {
                         .and_then(|v| v.trim().parse().ok())
                         .unwrap_or(0);
                 }
-                self.upstream = Some(head);
                 self.step = Step::Respond(response);
             }
         }
@@ -616,7 +619,6 @@ impl Exchange {
         response
             .headers
             .insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
-        self.upstream = Some(head);
         match (entry, &self.lookup) {
             (Some(entry), Some(l)) => {
                 let store = Store {
@@ -808,7 +810,7 @@ impl Exchange {
                     store_on_end: false,
                 });
             }
-            Plan::Forward(forward) => {
+            Plan::Forward(mut forward) => {
                 self.log.model = forward.model.clone();
                 self.log.stream = forward.stream;
                 if admitted.route.has_body() {
@@ -823,6 +825,8 @@ impl Exchange {
                         }
                     }
                 }
+                // The parsed body served validation and the cache key; the bytes are what is sent.
+                forward.request = None;
                 self.forward = Some(forward);
                 self.step = if self.lookup.is_some() {
                     Step::Lookup
@@ -925,10 +929,21 @@ impl Exchange {
             Some(f) => (f.method, f.url.clone()),
             None => ("GET", String::new()),
         };
-        let mut out = HeaderMap::with_capacity(self.headers.len() + 3);
-        for (name, value) in &self.headers {
-            if headers::forward_to_upstream(name.as_str()) {
-                out.append(name.clone(), value.clone());
+        // The client's headers and body are handed over, not kept: natively they are slices of
+        // the connection's read buffer, which a long stream would otherwise pin (about 8 KiB a
+        // stream). A second attempt (failover) will keep a compact copy instead.
+        let client_headers = std::mem::take(&mut self.headers);
+        let body = std::mem::take(&mut self.body);
+        let mut out = HeaderMap::with_capacity(client_headers.len() + 3);
+        // A name comes once for all its values (`None` for the later ones).
+        let mut current: Option<(http::HeaderName, bool)> = None;
+        for (name, value) in client_headers {
+            if let Some(n) = name {
+                let forward = headers::forward_to_upstream(n.as_str());
+                current = Some((n, forward));
+            }
+            if let Some((n, true)) = &current {
+                out.append(n.clone(), value);
             }
         }
         if let Some(auth) = self.gw.upstream_authorization() {
@@ -944,11 +959,7 @@ impl Exchange {
             method,
             url,
             headers: out,
-            body: if method == "GET" {
-                Bytes::new()
-            } else {
-                self.body.clone()
-            },
+            body: if method == "GET" { Bytes::new() } else { body },
         }
     }
 

@@ -419,6 +419,33 @@ fn a_body_not_finished_by_the_body_deadline_is_408_at_exactly_the_deadline() {
 }
 
 #[test]
+fn a_timer_firing_within_a_millisecond_of_the_deadline_counts_an_earlier_one_does_not() {
+    let sim = Sim::new(CONFIG);
+    let mut router = Router::new();
+    let mut ex = sim.chat();
+    assert!(matches!(
+        ex.poll_action(sim.now(), &mut router),
+        Action::ReadBody { .. }
+    ));
+    let deadline = ex.poll_timeout().unwrap();
+    let at = |us_before: u64| Now {
+        instant: Instant::from_micros(deadline.as_micros() - us_before),
+        unix: sim.now().unix,
+    };
+    ex.handle_timeout(at(5_000));
+    assert_eq!(
+        ex.poll_timeout(),
+        Some(deadline),
+        "5 ms early: still waiting for the body"
+    );
+    ex.handle_timeout(at(500));
+    let Action::Respond(r) = ex.poll_action(at(500), &mut router) else {
+        panic!("timed out")
+    };
+    assert_eq!(r.status, 408);
+}
+
+#[test]
 fn an_invalid_body_is_400_naming_the_param_without_an_upstream_call() {
     let mut sim = Sim::new(CONFIG);
     let out = sim.drive(
@@ -448,7 +475,10 @@ fn the_upstream_gets_the_operators_key_the_request_id_and_the_body_byte_for_byte
             ("x-request-id", "client-chosen-id"),
             ("openai-beta", "assistants=v2"),
             ("cookie", "session=1"),
+            ("x-multi", "one"),
             ("accept-encoding", "gzip"),
+            ("x-multi", "two"),
+            ("cookie", "other=2"),
         ],
     );
     let out = sim.drive(ex, ClientBody::After(1, CHAT), &json_answer(20, ANSWER));
@@ -464,6 +494,13 @@ fn the_upstream_gets_the_operators_key_the_request_id_and_the_body_byte_for_byte
     assert_eq!(h("openai-beta"), Some("assistants=v2"));
     assert_eq!(h("accept-encoding"), Some("identity"));
     assert_eq!(h("cookie"), None);
+    let multi: Vec<&str> = sent
+        .headers
+        .get_all("x-multi")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    assert_eq!(multi, ["one", "two"], "every value of a repeated header");
     assert_eq!(out.header("x-request-id"), Some("client-chosen-id"));
 }
 
