@@ -206,17 +206,8 @@ pub async fn fly_writes_one_json_log_line_per_request_without_secrets(ctx: Arc<C
     terminate(&started);
     wait_exit(&started, Duration::from_secs(10)).expect("fly-fallback did not exit");
     let log = std::fs::read_to_string(&started.log).unwrap_or_default();
-    for secret in [harness::UPSTREAM_KEY, harness::CLIENT_KEY, "not-a-key"] {
-        assert!(!log.contains(secret), "the log contains a secret: {log}");
-    }
-    let line_of = |id: &str| -> serde_json::Value {
-        let lines: Vec<&str> = log
-            .lines()
-            .filter(|l| l.contains(&format!("\"request_id\":\"{id}\"")))
-            .collect();
-        assert_eq!(lines.len(), 1, "one line for {id}: {log}");
-        serde_json::from_str(lines[0]).unwrap_or_else(|e| panic!("not JSON ({e}): {}", lines[0]))
-    };
+    assert_no_secrets(&log);
+    let line_of = |id: &str| log_line(&log, id);
     let ok = line_of("log-line-ok");
     for field in [
         "time",
@@ -286,19 +277,8 @@ pub async fn worker_writes_one_json_log_line_per_request_without_secrets(ctx: Ar
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    for secret in [harness::UPSTREAM_KEY, harness::CLIENT_KEY, "not-a-key"] {
-        assert!(!log.contains(secret), "the Worker's log contains a secret");
-    }
-    let line_of = |id: &str| -> serde_json::Value {
-        let lines: Vec<&str> = log
-            .lines()
-            .filter(|l| l.contains(&format!("\"request_id\":\"{id}\"")))
-            .collect();
-        assert_eq!(lines.len(), 1, "one line for {id} in {}", path.display());
-        let line = lines[0].trim();
-        let json = line.get(line.find('{').unwrap_or(0)..).unwrap_or(line);
-        serde_json::from_str(json).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
-    };
+    assert_no_secrets(&log);
+    let line_of = |id: &str| log_line(&log, id);
     let ok = line_of("worker-log-line-ok");
     for field in [
         "time",
@@ -329,4 +309,23 @@ pub async fn worker_writes_one_json_log_line_per_request_without_secrets(ctx: Ar
     assert_eq!(stream["stream_complete"], true);
     assert!(stream["completion_tokens"].as_u64().is_some(), "{stream}");
     assert!(stream["bytes_out"].as_u64().unwrap_or(0) > 0, "{stream}");
+}
+
+/// No key, the gateway's or a client's (a rejected one included), appears in a log.
+fn assert_no_secrets(log: &str) {
+    for secret in [harness::UPSTREAM_KEY, harness::CLIENT_KEY, "not-a-key"] {
+        assert!(!log.contains(secret), "the log contains a secret: {log}");
+    }
+}
+
+/// The one JSON log line of the request with this id (after any prefix the platform adds).
+fn log_line(log: &str, id: &str) -> serde_json::Value {
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(&format!("\"request_id\":\"{id}\"")))
+        .collect();
+    assert_eq!(lines.len(), 1, "one line for {id}: {log}");
+    let line = lines[0].trim();
+    let json = line.get(line.find('{').unwrap_or(0)..).unwrap_or(line);
+    serde_json::from_str(json).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
 }
