@@ -93,12 +93,40 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
+    /// The message may quote the setting's value (a URL, a JSON document): any password in a URL
+    /// in it is masked here, so no log or terminal ever shows one.
     pub fn new(setting: &str, message: impl Into<String>) -> ConfigError {
         ConfigError {
             setting: setting.to_string(),
-            message: message.into(),
+            message: mask_credentials(&message.into()),
         }
     }
+}
+
+/// Masks the user information of every URL in `text`: `https://user:pass@host` becomes
+/// `https://***@host`.
+pub fn mask_credentials(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let (head, tail) = rest.split_at(at + 3);
+        out.push_str(head);
+        // The authority ends at the first '/', '?', '#', whitespace or quote.
+        let end = tail
+            .find(|c: char| matches!(c, '/' | '?' | '#' | '\'' | '"' | '`') || c.is_whitespace())
+            .unwrap_or(tail.len());
+        let (authority, after) = tail.split_at(end);
+        match authority.rfind('@') {
+            Some(i) => {
+                out.push_str("***");
+                out.push_str(authority.get(i..).unwrap_or_default());
+            }
+            None => out.push_str(authority),
+        }
+        rest = after;
+    }
+    out.push_str(rest);
+    out
 }
 
 impl std::fmt::Display for ConfigError {
@@ -295,9 +323,12 @@ impl GatewayError {
                 "The upstream provider's stream sent nothing for {idle_ms} ms; the gateway ended it."
             ),
             GatewayError::Internal { message } => format!("Internal gateway error: {message}"),
-            GatewayError::Misconfigured(e) => {
-                format!("The gateway is misconfigured: {}: {}", e.setting, e.message)
-            }
+            // The setting's name only: the details may quote its value, and whoever sees this
+            // answer need not be the operator. The details are in the gateway's log.
+            GatewayError::Misconfigured(e) => format!(
+                "The gateway is misconfigured: the setting {} is missing or invalid (details in the gateway's log).",
+                e.setting
+            ),
         }
     }
 
@@ -446,6 +477,40 @@ mod tests {
                 GatewayError::UpstreamUnreachable { .. } | GatewayError::UpstreamTimeout
             );
             assert_eq!(err.is_retryable(), upstream_before_response, "{err:?}");
+        }
+    }
+
+    #[test]
+    fn a_configuration_error_names_the_setting_but_never_its_value() {
+        let e = ConfigError::new(
+            "UPSTREAM_BASE_URL",
+            "'ftp://user:s3cret@example.com/v1' must start with http://",
+        );
+        assert_eq!(
+            e.message,
+            "'ftp://***@example.com/v1' must start with http://"
+        );
+        let body = String::from_utf8(GatewayError::Misconfigured(e).body()).unwrap();
+        assert!(body.contains("UPSTREAM_BASE_URL"), "{body}");
+        assert!(
+            !body.contains("example.com") && !body.contains("s3cret"),
+            "{body}"
+        );
+    }
+
+    #[test]
+    fn credentials_in_urls_are_masked_wherever_they_stand() {
+        for (raw, masked) in [
+            ("redis://:pw@host:6379/0", "redis://***@host:6379/0"),
+            (
+                "a https://u:p@h/x and http://h2/y",
+                "a https://***@h/x and http://h2/y",
+            ),
+            ("'http://u:p@h'", "'http://***@h'"),
+            ("no url here", "no url here"),
+            ("tricky ://@ end", "tricky ://***@ end"),
+        ] {
+            assert_eq!(mask_credentials(raw), masked);
         }
     }
 

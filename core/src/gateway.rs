@@ -261,7 +261,15 @@ impl Gateway {
         )
     }
 
-    pub fn response_mode(&self, status: u16, content_type: Option<&str>) -> ResponseMode {
+    /// How an upstream answer travels back. `stream_requested`: the client asked for a stream,
+    /// so whatever the upstream sends goes out as it arrives (an upstream that answers a stream
+    /// request with one JSON document is relayed, not held back to be checked).
+    pub fn response_mode(
+        &self,
+        status: u16,
+        content_type: Option<&str>,
+        stream_requested: bool,
+    ) -> ResponseMode {
         if !(200..300).contains(&status) {
             return ResponseMode::PassThrough;
         }
@@ -274,6 +282,8 @@ impl Gateway {
             .unwrap_or(false);
         if is_sse {
             ResponseMode::Stream
+        } else if stream_requested {
+            ResponseMode::PassThrough
         } else {
             ResponseMode::Buffered
         }
@@ -415,19 +425,24 @@ mod tests {
     fn response_mode_streams_sse_buffers_json_and_passes_errors_through() {
         let gw = gateway("{}");
         assert_eq!(
-            gw.response_mode(200, Some("text/event-stream; charset=utf-8")),
+            gw.response_mode(200, Some("text/event-stream; charset=utf-8"), true),
             ResponseMode::Stream
         );
         assert_eq!(
-            gw.response_mode(200, Some("application/json")),
+            gw.response_mode(200, Some("application/json"), false),
             ResponseMode::Buffered
         );
         assert_eq!(
-            gw.response_mode(429, Some("application/json")),
+            gw.response_mode(200, Some("application/json"), true),
+            ResponseMode::PassThrough,
+            "a stream was asked for: relayed, not buffered"
+        );
+        assert_eq!(
+            gw.response_mode(429, Some("application/json"), false),
             ResponseMode::PassThrough
         );
         assert_eq!(
-            gw.response_mode(500, Some("text/event-stream")),
+            gw.response_mode(500, Some("text/event-stream"), true),
             ResponseMode::PassThrough
         );
     }

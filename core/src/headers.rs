@@ -1,8 +1,9 @@
 //! Which headers cross the gateway in each direction.
 //!
 //! Decided here once so that both runtimes forward exactly the same set. Everything not named is
-//! passed through, so provider-specific headers (`openai-beta`, `openai-organization`, rate-limit
-//! and `retry-after` headers) reach their destination without the gateway knowing them.
+//! passed through, so provider-specific headers (`openai-beta`, rate-limit and `retry-after`
+//! headers) reach their destination without the gateway knowing them, except those that would
+//! let a client choose whose account pays (see [`forward_to_upstream`]).
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) and framing headers the runtimes set themselves.
 const HOP_BY_HOP: &[&str] = &[
@@ -19,14 +20,28 @@ const HOP_BY_HOP: &[&str] = &[
     "host",
 ];
 
+/// Headers that select who is billed or whose credentials are used at the provider. Upstream
+/// calls carry the operator's key, so the operator, not the client, decides these.
+const ACCOUNT_SELECTING: &[&str] = &[
+    "openai-organization",
+    "openai-project",
+    "api-key",
+    "x-api-key",
+    "x-goog-api-key",
+];
+
 /// Should a client's request header be sent upstream?
 ///
-/// The client's `authorization` never is (the operator's key replaces it); nor are cookies,
-/// platform headers (`cf-*`, `fly-*`, `x-forwarded-*`), or `accept-encoding`: the gateway asks
-/// for identity encoding so that it can observe stream events as they pass.
+/// The client's `authorization` never is (the operator's key replaces it); nor are headers that
+/// choose the billed organisation or project or carry other credentials, cookies, platform
+/// headers (`cf-*`, `fly-*`, `x-forwarded-*`), or `accept-encoding`: the gateway asks for identity
+/// encoding so that it can observe stream events as they pass.
 pub fn forward_to_upstream(name: &str) -> bool {
     let name = name.trim();
     !(HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
+        || ACCOUNT_SELECTING
+            .iter()
+            .any(|h| name.eq_ignore_ascii_case(h))
         || name.eq_ignore_ascii_case("authorization")
         || name.eq_ignore_ascii_case("cookie")
         || name.eq_ignore_ascii_case("accept-encoding")
@@ -99,16 +114,14 @@ mod tests {
             "x-forwarded-for",
             "fly-region",
             "accept-encoding",
+            "OpenAI-Organization",
+            "openai-project",
+            "api-key",
+            "x-api-key",
         ] {
             assert!(!forward_to_upstream(h), "{h}");
         }
-        for h in [
-            "content-type",
-            "openai-beta",
-            "openai-organization",
-            "user-agent",
-            "accept",
-        ] {
+        for h in ["content-type", "openai-beta", "user-agent", "accept"] {
             assert!(forward_to_upstream(h), "{h}");
         }
     }

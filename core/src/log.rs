@@ -25,6 +25,9 @@ pub struct RequestLog {
     pub status: u16,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error_code: Option<String>,
+    /// What the client was not told: the full configuration error (credentials masked).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_detail: Option<String>,
     /// How an upstream call failed before answering: refused, reset, timed_out, tls, dns, other.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upstream_error: Option<&'static str>,

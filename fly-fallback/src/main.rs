@@ -23,6 +23,7 @@ fn env(name: &str) -> Option<String> {
 }
 
 fn fail(setting: &str, message: &str) -> ! {
+    let message = gateway_core::error::mask_credentials(message);
     eprintln!("fly-fallback: invalid configuration: {setting}: {message}");
     std::process::exit(2);
 }
@@ -34,6 +35,18 @@ fn parse_env<T: std::str::FromStr>(name: &str, default: T) -> T {
             .trim()
             .parse()
             .unwrap_or_else(|_| fail(name, &format!("'{v}' is not a valid number"))),
+    }
+}
+
+fn parse_bool(name: &str, default: bool) -> bool {
+    match env(name).map(|v| v.trim().to_ascii_lowercase()) {
+        None => default,
+        Some(v) if v.is_empty() => default,
+        Some(v) => match v.as_str() {
+            "true" | "1" | "yes" => true,
+            "false" | "0" | "no" => false,
+            _ => fail(name, &format!("'{v}' is not true or false")),
+        },
     }
 }
 
@@ -62,7 +75,11 @@ fn main() {
         }
     };
     let gateway = Arc::new(Gateway::new(settings, "fly-fallback"));
-    log_sink::start();
+    let log_queue: usize = parse_env("LOG_QUEUE_LINES", log_sink::DEFAULT_QUEUE);
+    if log_queue == 0 {
+        fail("LOG_QUEUE_LINES", "must be at least 1");
+    }
+    log_sink::start(log_queue, parse_bool("LOG_LOSSLESS", false));
     let result = runtime.block_on(server::serve(gateway, &host, port, grace));
     log_sink::flush(Duration::from_secs(2));
     if let Err(e) = result {

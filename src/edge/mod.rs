@@ -164,6 +164,12 @@ fn respond(
             finish(&mut ex);
             Response::empty()
         }
+        // No body at all rather than an empty one: the platform refuses any body, even an
+        // empty one, with 204, 205 and 304.
+        (CoreBody::Full(bytes), _) if bytes.is_empty() => {
+            finish(&mut ex);
+            Response::empty()
+        }
         (CoreBody::Full(bytes), _) => {
             finish(&mut ex);
             Response::from_bytes(Vec::from(bytes))

@@ -294,6 +294,7 @@ impl Exchange {
     ) -> Exchange {
         let gw = Arc::new(Gateway::unconfigured(runtime));
         let mut ex = Exchange::start(gw, &parts, now, random);
+        ex.log.error_detail = Some(err.to_string());
         ex.fail(GatewayError::Misconfigured(err));
         ex
     }
@@ -523,9 +524,21 @@ impl Exchange {
         if let Some(sent) = self.sent_at {
             self.log.upstream_ms = Some(millis_f64(now.instant.since(sent)));
         }
-        let content_type = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
-        let mode = self.gw.response_mode(status, content_type);
+        if !(200..=599).contains(&status) {
+            // Not a final status a client can be given (and the Worker's platform refuses it).
+            self.deadline = None;
+            return self.fail(GatewayError::UpstreamInvalidResponse);
+        }
         let head = UpstreamHead { status, headers };
+        if matches!(status, 204 | 205 | 304) {
+            // These never carry a body (HTTP says so, and the Worker's platform refuses one).
+            self.deadline = None;
+            let response = self.upstream_response(&head, ResponseBody::Full(Bytes::new()));
+            self.step = Step::Respond(response);
+            return;
+        }
+        let content_type = header_str(&head.headers, CONTENT_TYPE.as_str());
+        let mode = self.gw.response_mode(status, content_type, self.log.stream);
         match mode {
             ResponseMode::Buffered => {
                 // The deadline still runs from the send: the upstream timeout covers the

@@ -604,6 +604,63 @@ fn transport_errors_keep_their_kind_in_the_log() {
 }
 
 #[test]
+fn a_stream_request_answered_with_json_is_relayed_as_it_comes_not_buffered() {
+    let mut sim = Sim::new(CONFIG);
+    let mut ex = sim.chat();
+    let up = Up::Head {
+        after_ms: 5,
+        status: 200,
+        headers: vec![("content-type", "application/json")],
+        body: UpBody::Chunks(vec![(10, b"{\"id\":"), (10, b"\"x\"}")], BodyEnd::Complete),
+    };
+    let response = sim.until_response(&mut ex, ClientBody::After(0, STREAM0), &up);
+    assert!(
+        matches!(response.body, ResponseBody::Relay(RelayMode::Untouched)),
+        "{response:?}"
+    );
+    let out = sim.relay(ex, response, &up, 1_000);
+    assert_eq!(out.status, 200);
+    assert_eq!(out.body, b"{\"id\":\"x\"}");
+    assert_eq!(out.chunk_times, vec![15, 25], "each part when it came");
+    assert!(sim.store.is_empty());
+}
+
+#[test]
+fn bodiless_statuses_are_answered_without_a_body_and_odd_ones_are_502() {
+    for status in [204u16, 205, 304] {
+        let mut sim = Sim::new(CONFIG);
+        let up = Up::Head {
+            after_ms: 1,
+            status,
+            headers: vec![
+                ("content-type", "application/json"),
+                ("content-length", "2"),
+            ],
+            body: UpBody::Whole(0, b"{}"),
+        };
+        let out = sim.drive(sim.chat(), ClientBody::After(0, CHAT0), &up);
+        assert_eq!(out.status, status);
+        assert!(out.body.is_empty());
+        assert_eq!(out.header("content-length"), None);
+        assert!(sim.store.is_empty(), "not cached");
+    }
+    for status in [101u16, 199, 600, 999] {
+        let mut sim = Sim::new(CONFIG);
+        let up = Up::Head {
+            after_ms: 1,
+            status,
+            headers: vec![],
+            body: UpBody::Whole(0, b"{}"),
+        };
+        let out = sim.drive(sim.chat(), ClientBody::After(0, CHAT), &up);
+        assert_eq!(
+            (out.status, out.code().as_str()),
+            (502, "upstream_invalid_response")
+        );
+    }
+}
+
+#[test]
 fn upstream_errors_pass_through_untouched_with_their_headers() {
     let mut sim = Sim::new(CONFIG);
     let limited = Up::Head {
@@ -1105,4 +1162,9 @@ fn invalid_settings_answer_500_naming_the_setting_and_are_logged() {
     assert!(String::from_utf8_lossy(&body).contains("UPSTREAM_BASE_URL"));
     let log = ex.finish(sim.now(), &mut router).unwrap();
     assert_eq!(log.error_code.as_deref(), Some("gateway_misconfigured"));
+    assert_eq!(
+        log.error_detail.as_deref(),
+        Some("UPSTREAM_BASE_URL: is required"),
+        "the details go to the log"
+    );
 }

@@ -125,3 +125,41 @@ pub async fn auth_client_key_is_replaced_by_upstream_key(ctx: Arc<Ctx>) {
     ctx.expect_upstream_calls(&model, 1, "one request, one upstream call")
         .await;
 }
+
+/// Requests go out under the operator's key, so a client cannot pick which organisation or
+/// project is billed, nor slip in other credentials: the upstream never sees those headers.
+pub async fn auth_client_cannot_choose_the_billed_account(ctx: Arc<Ctx>) {
+    let model = ctx.model("mock-echo-headers", "auth_billing_headers");
+    let r = ctx
+        .post("/v1/chat/completions")
+        .header("openai-organization", "org-client-chosen")
+        .header("OpenAI-Project", "proj_client_chosen")
+        .header("api-key", "client-azure-key")
+        .header("x-api-key", "client-anthropic-key")
+        .header("openai-beta", "assistants=v2")
+        .json(&chat_body(&model, "who pays?"))
+        .send()
+        .await;
+    r.expect_status(200);
+    let content = r.json()["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    for name in [
+        "openai-organization",
+        "openai-project",
+        "api-key",
+        "x-api-key",
+    ] {
+        assert!(
+            !content.contains(&format!("\"{name}\"")),
+            "{}: the upstream got '{name}': {content}",
+            r.label
+        );
+    }
+    assert!(
+        content.contains("assistants=v2"),
+        "{}: other provider headers still pass: {content}",
+        r.label
+    );
+}

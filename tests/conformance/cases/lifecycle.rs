@@ -129,6 +129,46 @@ pub async fn worker_invalid_configuration_answers_500_naming_the_setting(ctx: Ar
     let err = expect::error(&r, 500, "gateway_misconfigured");
     let message = err["message"].as_str().unwrap_or("").to_string();
     assert!(message.contains("GATEWAY_CONFIG"), "{message}");
+    // Whoever calls is told which setting, not what is in it; the operator's log has the rest.
+    assert!(
+        !message.contains("max_body_byte"),
+        "details in the answer: {message}"
+    );
+    let mut log = String::new();
+    for _ in 0..50 {
+        log = std::fs::read_to_string(&started.log).unwrap_or_default();
+        if log.contains("error_detail") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        log.lines()
+            .any(|l| l.contains("\"error_detail\"") && l.contains("max_body_byte")),
+        "the details are not in the Worker's log: {log}"
+    );
+}
+
+/// A start-up error quotes the bad value so the operator can fix it, but never a password in it.
+pub async fn fly_invalid_upstream_url_is_reported_without_its_password(ctx: Arc<Ctx>) {
+    let mut procs = Processes::default();
+    let port = harness::free_port().unwrap_or_else(|e| panic!("{e}"));
+    let bin = harness::find_binary("fly-fallback").unwrap_or_else(|e| panic!("{e}"));
+    let mut env = settings(&ctx, "{}");
+    env[0].1 = "ftp://gateway:s3cret-pw@upstream.example/v1".into();
+    let cmd = harness::fly_command(&bin, port, &env);
+    let started = procs
+        .spawn("fly-bad-url", cmd, false)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let status = wait_exit(&started, Duration::from_secs(10)).expect("fly-fallback kept running");
+    assert_eq!(status.code(), Some(2), "exit status {status:?}");
+    let log = std::fs::read_to_string(&started.log).unwrap_or_default();
+    assert!(log.contains("UPSTREAM_BASE_URL"), "{log}");
+    assert!(log.contains("ftp://***@upstream.example"), "{log}");
+    assert!(
+        !log.contains("s3cret-pw"),
+        "the password was printed: {log}"
+    );
 }
 
 /// On SIGTERM fly-fallback stops accepting connections but lets an in-flight stream finish with
@@ -328,4 +368,62 @@ fn log_line(log: &str, id: &str) -> serde_json::Value {
     let line = lines[0].trim();
     let json = line.get(line.find('{').unwrap_or(0)..).unwrap_or(line);
     serde_json::from_str(json).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
+}
+
+/// Kills a child when dropped (a case that spawns outside [`Processes`]).
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A log shipper that stops reading must not stop the gateway: with stdout a pipe nobody reads
+/// (and a 16-line queue), 1,500 requests are all answered; once output is read again, one line
+/// says how many log lines were dropped.
+pub async fn fly_keeps_answering_when_nobody_reads_its_log(ctx: Arc<Ctx>) {
+    use std::io::BufRead;
+    use std::process::Stdio;
+
+    let port = harness::free_port().unwrap_or_else(|e| panic!("{e}"));
+    let bin = harness::find_binary("fly-fallback").unwrap_or_else(|e| panic!("{e}"));
+    let mut cmd = harness::fly_command(&bin, port, &settings(&ctx, "{}"));
+    cmd.env("LOG_QUEUE_LINES", "16")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut child = KillOnDrop(cmd.spawn().unwrap_or_else(|e| panic!("spawn: {e}")));
+    let stdout = child.0.stdout.take().expect("piped stdout");
+    let health = format!("http://127.0.0.1:{port}/health");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while crate::client::get_status(&ctx.http, &health, Duration::from_secs(1))
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "fly-fallback did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for i in 0..1_500 {
+        let status = crate::client::get_status(&ctx.http, &health, Duration::from_secs(5))
+            .await
+            .unwrap_or_else(|e| panic!("request {i} with stdout stalled: {e}"));
+        assert_eq!(status, 200, "request {i}");
+    }
+    let found = tokio::task::spawn_blocking(move || {
+        std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .find(|l| l.contains("\"log_lines_dropped\""))
+    });
+    let line = tokio::time::timeout(Duration::from_secs(20), found)
+        .await
+        .expect("no report of dropped lines once stdout was read")
+        .expect("reader task")
+        .expect("stdout ended without a report of dropped lines");
+    let v: serde_json::Value =
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+    assert!(v["count"].as_u64().unwrap_or(0) > 0, "{line}");
+    drop(child);
 }

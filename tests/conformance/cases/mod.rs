@@ -150,10 +150,12 @@ pub fn all() -> Vec<Case> {
         streaming::stream_cut_off_upstream_ends_with_error_event_and_no_done,
         streaming::stream_error_event_from_upstream_passes_through,
         streaming::stream_silent_upstream_is_ended_with_a_timeout_event_after_the_idle_time,
+        streaming::stream_request_answered_with_json_is_relayed_as_it_comes,
         auth::auth_missing_key_is_401_and_never_reaches_upstream,
         auth::auth_wrong_key_is_401_and_never_reaches_upstream,
         auth::auth_second_configured_key_is_accepted,
         auth::auth_client_key_is_replaced_by_upstream_key,
+        auth::auth_client_cannot_choose_the_billed_account,
         validation::bad_request_malformed_json_is_400_invalid_json,
         validation::bad_request_missing_model_names_param_model,
         validation::bad_request_model_not_a_string_names_param_model,
@@ -175,6 +177,7 @@ pub fn all() -> Vec<Case> {
         upstream::upstream_hangup_is_502_unreachable,
         upstream::upstream_too_slow_is_504_timeout,
         upstream::upstream_slow_within_timeout_succeeds,
+        upstream::upstream_bodiless_and_out_of_range_statuses_are_answered_cleanly,
         robustness::garbage_request_line_does_not_kill_gateway,
         robustness::huge_header_does_not_kill_gateway,
         sdk::openai_sdk_plain_streamed_and_auth_error,
@@ -194,8 +197,10 @@ pub fn all() -> Vec<Case> {
     ];
     all.extend(cases![Some("fly");
         lifecycle::fly_invalid_configuration_exits_2_naming_the_setting,
+        lifecycle::fly_invalid_upstream_url_is_reported_without_its_password,
         lifecycle::fly_sigterm_drains_in_flight_streams_and_stops_accepting,
         lifecycle::fly_writes_one_json_log_line_per_request_without_secrets,
+        lifecycle::fly_keeps_answering_when_nobody_reads_its_log,
         cache::cache_redis_is_shared_between_fly_machines,
         cache::cache_failing_redis_still_answers_as_miss,
     ]);

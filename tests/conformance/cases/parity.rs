@@ -204,6 +204,8 @@ pub async fn parity_upstream_failures_map_to_the_same_errors(fly: Arc<Ctx>, work
         ("mock-hangup", 0.0),
         ("mock-slow-2500ms", 0.0),
         ("mock-slow-2500ms", 0.7),
+        ("mock-status-204", 0.0),
+        ("mock-status-600", 0.7),
     ] {
         let body = json!({"model": model(behaviour, &format!("fail_{temperature}")),
                           "temperature": temperature,

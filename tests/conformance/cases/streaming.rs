@@ -305,3 +305,38 @@ pub async fn stream_silent_upstream_is_ended_with_a_timeout_event_after_the_idle
         s.label
     );
 }
+
+/// A stream request whose upstream answers with one JSON document (some providers ignore
+/// `stream`) gets that answer as the upstream sends it: relayed, not held back to be buffered
+/// and judged (a truncated one reaches the client as it is, not as the gateway's 502).
+pub async fn stream_request_answered_with_json_is_relayed_as_it_comes(ctx: Arc<Ctx>) {
+    let model = ctx.model("mock-json-always", "stream_json");
+    let r = ctx
+        .post("/v1/chat/completions")
+        .json(&stream_body(&model, "json please"))
+        .send()
+        .await;
+    r.expect_status(200);
+    assert!(
+        r.header("content-type")
+            .is_some_and(|c| c.starts_with("application/json")),
+        "{}: {:?}",
+        r.label,
+        r.header("content-type")
+    );
+    assert_eq!(r.json()["object"], "chat.completion", "{}", r.label);
+
+    let model = ctx.model("mock-garbage", "stream_json_garbage");
+    let r = ctx
+        .post("/v1/chat/completions")
+        .json(&stream_body(&model, "garbage please"))
+        .send()
+        .await;
+    assert_eq!(r.status, 200, "{}: {}", r.label, r.text());
+    assert_eq!(
+        r.text(),
+        "{\"id\":\"chatcmpl-garbage\",\"choices\":[{\"mess",
+        "{}",
+        r.label
+    );
+}

@@ -116,3 +116,26 @@ pub async fn upstream_slow_within_timeout_succeeds(ctx: Arc<Ctx>) {
         r.text()
     );
 }
+
+/// Statuses the platforms refuse or that cannot carry a body: 204, 205 and 304 reach the client
+/// without one; a status outside 200-599 is the gateway's 502 (the Worker's `Response` would
+/// throw on it).
+pub async fn upstream_bodiless_and_out_of_range_statuses_are_answered_cleanly(ctx: Arc<Ctx>) {
+    for status in [204u16, 205, 304] {
+        let model = ctx.model(&format!("mock-status-{status}"), "upstream_status");
+        let r = chat(&ctx, &model).await;
+        assert_eq!(r.status, status, "{}: {}", r.label, r.text());
+        assert!(
+            r.body.is_empty(),
+            "{}: a body with {status}: {}",
+            r.label,
+            r.text()
+        );
+        assert!(r.header("x-request-id").is_some(), "{}", r.label);
+    }
+    for status in [600u16, 999] {
+        let model = ctx.model(&format!("mock-status-{status}"), "upstream_status");
+        let r = chat(&ctx, &model).await;
+        expect::error(&r, 502, "upstream_invalid_response");
+    }
+}

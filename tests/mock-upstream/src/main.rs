@@ -16,6 +16,8 @@
 //! | `mock-stream-error`      | streams 2 events, then an error event, then ends                  |
 //! | `mock-hangup`            | closes the connection without answering                           |
 //! | `mock-echo-headers`      | answers with the request headers it received, as JSON content     |
+//! | `mock-json-always`       | a JSON answer even when a stream was asked for                    |
+//! | `mock-status-{STATUS}`   | that status (200-999, odd ones included) with a small JSON body   |
 //!
 //! `GET /__calls` reports call counts per model; `POST /__reset` clears them. Every response
 //! carries `x-mock-upstream: NAME`.
@@ -50,12 +52,14 @@ enum Behaviour {
     Normal,
     Stream { chunks: u32, delay_ms: u64 },
     Error(u16),
+    Status(u16),
     Slow(u64),
     Cutoff(u32),
     Garbage,
     StreamError,
     Hangup,
     EchoHeaders,
+    JsonAlways,
 }
 
 fn behaviour(model: &str) -> Behaviour {
@@ -72,6 +76,11 @@ fn behaviour(model: &str) -> Behaviour {
                     delay_ms: d,
                 };
             }
+        }
+    }
+    if let Some(code) = base.strip_prefix("mock-status-").and_then(num) {
+        if (200..1000).contains(&code) {
+            return Behaviour::Status(code as u16);
         }
     }
     if let Some(code) = base.strip_prefix("mock-error-").and_then(num) {
@@ -92,6 +101,7 @@ fn behaviour(model: &str) -> Behaviour {
         "mock-garbage" => Behaviour::Garbage,
         "mock-hangup" => Behaviour::Hangup,
         "mock-echo-headers" => Behaviour::EchoHeaders,
+        "mock-json-always" => Behaviour::JsonAlways,
         _ => Behaviour::Normal,
     }
 }
@@ -278,16 +288,18 @@ impl Mock {
         if !authorized {
             return Ok(unauthorized());
         }
-        let stream = request
-            .get("stream")
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
+        let behaviour = behaviour(&model);
+        // An upstream that ignores `stream` and answers with one JSON document.
+        let stream = behaviour != Behaviour::JsonAlways
+            && request
+                .get("stream")
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
         let include_usage = request
             .pointer("/stream_options/include_usage")
             .and_then(Value::as_bool)
             .unwrap_or(false);
 
-        let behaviour = behaviour(&model);
         match behaviour {
             Behaviour::Error(code) => {
                 let status =
@@ -311,6 +323,10 @@ impl Mock {
                     );
                 }
                 return Ok(r);
+            }
+            Behaviour::Status(code) => {
+                let status = StatusCode::from_u16(code).unwrap_or(StatusCode::OK);
+                return Ok(json_response(status, &json!({"status": code})));
             }
             Behaviour::Slow(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
             Behaviour::Hangup => return Err(std::io::Error::other("mock hangup")),
