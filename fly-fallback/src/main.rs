@@ -17,6 +17,8 @@ use gateway_core::{Gateway, Settings};
 
 const DEFAULT_PORT: u16 = 8080;
 const DEFAULT_GRACE_SECS: u64 = 25;
+const DEFAULT_HEADER_READ_TIMEOUT_SECS: u64 = 30;
+const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok()
@@ -80,7 +82,23 @@ fn main() {
         fail("LOG_QUEUE_LINES", "must be at least 1");
     }
     log_sink::start(log_queue, parse_bool("LOG_LOSSLESS", false));
-    let result = runtime.block_on(server::serve(gateway, &host, port, grace));
+    let header_read_timeout = Duration::from_secs(parse_env(
+        "HEADER_READ_TIMEOUT_SECS",
+        DEFAULT_HEADER_READ_TIMEOUT_SECS,
+    ));
+    if header_read_timeout.is_zero() {
+        fail("HEADER_READ_TIMEOUT_SECS", "must be at least 1");
+    }
+    let max_connections: usize = parse_env("MAX_CONNECTIONS", DEFAULT_MAX_CONNECTIONS);
+    if max_connections == 0 {
+        fail("MAX_CONNECTIONS", "must be at least 1");
+    }
+    let limits = server::Limits {
+        header_read_timeout,
+        max_connections,
+        grace,
+    };
+    let result = runtime.block_on(server::serve(gateway, &host, port, limits));
     log_sink::flush(Duration::from_secs(2));
     if let Err(e) = result {
         eprintln!("fly-fallback: {e}");

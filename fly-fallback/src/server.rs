@@ -7,20 +7,32 @@ use std::time::Duration;
 
 use gateway_core::Gateway;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 use crate::driver::Driver;
 use crate::shared::Shared;
+
+/// How the listener treats connections.
+pub struct Limits {
+    /// Time a client has to send a whole request head, which hyper also applies while a
+    /// keep-alive connection waits for its next request: a slow or idle client is closed.
+    pub header_read_timeout: Duration,
+    /// Connections served at once; more wait in the listen queue until one closes.
+    pub max_connections: usize,
+    pub grace: Duration,
+}
 
 pub async fn serve(
     gateway: Arc<Gateway>,
     host: &str,
     port: u16,
-    grace: Duration,
+    limits: Limits,
 ) -> Result<(), String> {
+    let grace = limits.grace;
     let addr: SocketAddr = format!("{host}:{port}")
         .parse()
         .map_err(|e| format!("invalid BIND_ADDR/PORT {host}:{port}: {e}"))?;
@@ -37,11 +49,29 @@ pub async fn serve(
             .unwrap_or_default()
     );
 
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // Without a timer hyper applies no header-read timeout at all (slow clients would hold
+    // their connections forever).
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    builder.http2().timer(TokioTimer::new());
+    let permits = Arc::new(Semaphore::new(
+        limits.max_connections.min(Semaphore::MAX_PERMITS),
+    ));
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown_signal());
 
     loop {
+        // At the connection bound, stop accepting: new connections wait in the listen queue.
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            _ = &mut shutdown => break,
+        };
         tokio::select! {
             accepted = listener.accept() => {
                 let (stream, _peer) = match accepted {
@@ -63,6 +93,7 @@ pub async fn serve(
                 let conn = graceful.watch(conn.into_owned());
                 tokio::spawn(async move {
                     let _ = conn.await;
+                    drop(permit);
                 });
             }
             _ = &mut shutdown => break,

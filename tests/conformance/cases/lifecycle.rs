@@ -427,3 +427,116 @@ pub async fn fly_keeps_answering_when_nobody_reads_its_log(ctx: Arc<Ctx>) {
     assert!(v["count"].as_u64().unwrap_or(0) > 0, "{line}");
     drop(child);
 }
+
+/// Sends `request` on a new connection and returns what arrives within `within` (empty when the
+/// connection was closed, `None` when nothing came).
+async fn raw_exchange(
+    addr: &str,
+    request: &[u8],
+    within: Duration,
+) -> (tokio::net::TcpStream, Option<Vec<u8>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr)
+        .await
+        .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    s.write_all(request)
+        .await
+        .unwrap_or_else(|e| panic!("write: {e}"));
+    let mut buf = vec![0u8; 4096];
+    let got = match tokio::time::timeout(within, s.read(&mut buf)).await {
+        Ok(Ok(n)) => Some(buf[..n].to_vec()),
+        Ok(Err(_)) => Some(Vec::new()),
+        Err(_) => None,
+    };
+    (s, got)
+}
+
+/// Slow clients (slowloris): 500 connections that send part of a request head and stall are
+/// closed once the header-read timeout passes (here 1 s), while ordinary requests keep being
+/// answered.
+pub async fn fly_closes_connections_that_stall_in_their_request_head(ctx: Arc<Ctx>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut procs = Processes::default();
+    let (_started, port, base) = start_fly(
+        &mut procs,
+        &ctx,
+        "fly-slowloris",
+        &[("HEADER_READ_TIMEOUT_SECS", "1")],
+    )
+    .await;
+    let addr = format!("127.0.0.1:{port}");
+    let mut stalled = Vec::new();
+    for _ in 0..500 {
+        let mut s = tokio::net::TcpStream::connect(&addr)
+            .await
+            .unwrap_or_else(|e| panic!("connect: {e}"));
+        s.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Ty")
+            .await
+            .unwrap_or_else(|e| panic!("write: {e}"));
+        stalled.push(s);
+    }
+    for i in 0..20 {
+        let status =
+            crate::client::get_status(&ctx.http, &format!("{base}/health"), Duration::from_secs(2))
+                .await
+                .unwrap_or_else(|e| panic!("request {i} beside 500 stalled connections: {e}"));
+        assert_eq!(status, 200);
+    }
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    // Closed: end of stream or a reset (hyper may first send a 408). Open: nothing comes.
+    let still_open = futures_util::future::join_all(stalled.iter_mut().map(|s| async move {
+        let mut buf = [0u8; 512];
+        loop {
+            match tokio::time::timeout(Duration::from_millis(1_500), s.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return false,
+                Ok(Ok(_)) => continue,
+                Err(_) => return true,
+            }
+        }
+    }))
+    .await;
+    let open = still_open.iter().filter(|o| **o).count();
+    assert_eq!(
+        open, 0,
+        "{open} of 500 stalled connections are still open after 3 s"
+    );
+}
+
+/// At `MAX_CONNECTIONS` the gateway stops accepting: a further connection waits (in the listen
+/// queue) and is served as soon as another closes.
+pub async fn fly_serves_at_most_max_connections_at_once(ctx: Arc<Ctx>) {
+    let mut procs = Processes::default();
+    let (_started, port, _base) = start_fly(
+        &mut procs,
+        &ctx,
+        "fly-max-conns",
+        &[("MAX_CONNECTIONS", "2")],
+    )
+    .await;
+    let addr = format!("127.0.0.1:{port}");
+    let request = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n";
+    let answered =
+        |got: &Option<Vec<u8>>| got.as_ref().is_some_and(|b| b.starts_with(b"HTTP/1.1 200"));
+    let (first, got) = raw_exchange(&addr, request, Duration::from_secs(3)).await;
+    assert!(answered(&got), "first connection was not answered");
+    let (_second, got) = raw_exchange(&addr, request, Duration::from_secs(3)).await;
+    assert!(answered(&got), "second connection was not answered");
+    let (mut third, got) = raw_exchange(&addr, request, Duration::from_millis(700)).await;
+    assert!(
+        got.is_none(),
+        "a third connection was served beyond the bound of 2: {:?}",
+        got.map(|b| String::from_utf8_lossy(&b).into_owned())
+    );
+    drop(first);
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(3), third.read(&mut buf))
+        .await
+        .expect("the waiting connection was not served once another closed")
+        .unwrap_or(0);
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+}

@@ -201,6 +201,8 @@ pub fn all() -> Vec<Case> {
         lifecycle::fly_sigterm_drains_in_flight_streams_and_stops_accepting,
         lifecycle::fly_writes_one_json_log_line_per_request_without_secrets,
         lifecycle::fly_keeps_answering_when_nobody_reads_its_log,
+        lifecycle::fly_closes_connections_that_stall_in_their_request_head,
+        lifecycle::fly_serves_at_most_max_connections_at_once,
         cache::cache_redis_is_shared_between_fly_machines,
         cache::cache_failing_redis_still_answers_as_miss,
     ]);
