@@ -40,7 +40,7 @@ pub use config::Settings;
 pub use error::{ConfigError, GatewayError, TransportError};
 pub use exchange::{
     Action, Attempt, AttemptId, BodyEnd, BodyError, EndOfRelay, Exchange, Found, RelayMode,
-    RequestParts, Response, ResponseBody, Store,
+    RequestParts, Response, ResponseBody, Store, UNREAD_BODY_DRAIN_BYTES, UNREAD_BODY_LINGER,
 };
 pub use gateway::{Gateway, VERSION};
 pub use router::{Router, StoreChange};

@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use gateway_core::{
     Action, Attempt, BodyError, Exchange, Gateway, RequestParts, Response as CoreResponse,
-    ResponseBody, TransportError,
+    ResponseBody, TransportError, UNREAD_BODY_DRAIN_BYTES, UNREAD_BODY_LINGER,
 };
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
@@ -67,6 +67,22 @@ where
         Err(e) if e.is::<LengthLimitError>() => Err(BodyError::TooLarge),
         Err(_) => Err(BodyError::Failed),
     }
+}
+
+/// Reads and discards a request body the answer did not need, within the core's bounds, so the
+/// connection closes after the client finished writing rather than with its data unread.
+async fn drain(mut body: Incoming) {
+    let read = async {
+        let mut left = UNREAD_BODY_DRAIN_BYTES;
+        while let Some(Ok(frame)) = body.frame().await {
+            let n = frame.data_ref().map_or(0, |d| d.len() as u64);
+            left = left.saturating_sub(n);
+            if left == 0 {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(UNREAD_BODY_LINGER, read).await;
 }
 
 impl Driver {
@@ -162,6 +178,9 @@ impl Driver {
                     }
                 }
                 Action::Respond(response) => {
+                    if let Some(body) = client_body.take() {
+                        tokio::spawn(drain(body));
+                    }
                     return self.respond(response, ex, upstream_body.take());
                 }
             }

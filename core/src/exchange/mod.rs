@@ -166,6 +166,13 @@ pub enum Action {
     Respond(Response),
 }
 
+/// A request body the gateway answered without reading (a 413 decided from `content-length`, a
+/// 401): the runtime reads and discards up to this much of it, for up to [`UNREAD_BODY_LINGER`],
+/// after sending the answer, so a client that writes its whole body before reading (Python's
+/// `http.client`, and so the OpenAI SDK) gets the answer instead of a broken pipe.
+pub const UNREAD_BODY_DRAIN_BYTES: u64 = 32 * 1024 * 1024;
+pub const UNREAD_BODY_LINGER: Duration = Duration::from_secs(5);
+
 /// How early a runtime's timer may fire and still count (see [`Exchange::handle_timeout`]).
 const TIMER_SLACK: Duration = Duration::from_millis(1);
 

@@ -170,3 +170,55 @@ pub async fn body_sent_too_slowly_is_408(ctx: Arc<Ctx>) {
         r.elapsed
     );
 }
+
+/// A client that writes its whole body before reading (Python's `http.client`, and so the
+/// OpenAI Python SDK) still reads the 413: the gateway answers from `content-length`, then reads
+/// and discards the body instead of closing on it (which would break the client's write).
+pub async fn body_over_limit_is_answered_even_to_a_client_that_writes_it_all_first(ctx: Arc<Ctx>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const SIZE: usize = 20 * 1024 * 1024;
+    let head = raw::head(
+        "POST",
+        "/v1/chat/completions",
+        &ctx.addr,
+        &[
+            format!("authorization: Bearer {CLIENT_KEY}"),
+            "content-type: application/json".into(),
+            format!("content-length: {SIZE}"),
+        ],
+    );
+    let mut s = tokio::net::TcpStream::connect(ctx.addr)
+        .await
+        .unwrap_or_else(|e| panic!("connect: {e}"));
+    let write = async {
+        s.write_all(head.as_bytes()).await?;
+        let chunk = vec![b' '; 64 * 1024];
+        for _ in 0..SIZE / chunk.len() {
+            s.write_all(&chunk).await?;
+        }
+        s.flush().await
+    };
+    tokio::time::timeout(Duration::from_secs(30), write)
+        .await
+        .unwrap_or_else(|_| panic!("[{}] writing 20 MiB took over 30 s", ctx.target))
+        .unwrap_or_else(|e| {
+            panic!(
+                "[{}] the gateway broke the connection while the client wrote: {e}",
+                ctx.target
+            )
+        });
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    while !String::from_utf8_lossy(&got).contains("request_too_large") {
+        match tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => got.extend_from_slice(&buf[..n]),
+            _ => break,
+        }
+    }
+    let text = String::from_utf8_lossy(&got);
+    assert!(
+        text.starts_with("HTTP/1.1 413") && text.contains("request_too_large"),
+        "[{}] no 413 after the whole body: {text:?}",
+        ctx.target
+    );
+}

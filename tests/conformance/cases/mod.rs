@@ -169,6 +169,7 @@ pub fn all() -> Vec<Case> {
         limits::content_type_form_urlencoded_is_read_as_json,
         limits::body_over_limit_with_content_length_is_413,
         limits::body_over_limit_chunked_is_413,
+        limits::body_over_limit_is_answered_even_to_a_client_that_writes_it_all_first,
         limits::body_sent_too_slowly_is_408,
         upstream::upstream_429_passes_through_with_retry_after,
         upstream::upstream_500_passes_through,
