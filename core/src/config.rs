@@ -16,6 +16,36 @@ pub const DEFAULT_UPSTREAM_TIMEOUT_MS: u64 = 300_000;
 pub const DEFAULT_STREAM_IDLE_TIMEOUT_MS: u64 = 300_000;
 pub const DEFAULT_MAX_UPSTREAM_RESPONSE_BYTES: u64 = 64 * 1024 * 1024;
 
+/// Where the gateway runs: the defaults that bound what a request may hold in memory differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Platform {
+    /// A native process (`fly-fallback`): memory is the machine's.
+    Native,
+    /// A Cloudflare Worker: one isolate has 128 MB for all of its concurrent requests, and a
+    /// buffered answer is copied there two or three times (JavaScript, wasm, the response).
+    Edge,
+}
+
+impl Platform {
+    /// Default `max_upstream_response_bytes`: the largest non-streamed answer read whole to be
+    /// checked and accounted (larger declared ones are relayed unread instead).
+    pub fn default_max_upstream_response_bytes(self) -> u64 {
+        match self {
+            Platform::Native => DEFAULT_MAX_UPSTREAM_RESPONSE_BYTES,
+            Platform::Edge => 8 * 1024 * 1024,
+        }
+    }
+
+    /// Default `cache.max_entry_bytes`: the largest answer stored, and so the most a recorded
+    /// stream holds in memory while it is relayed.
+    pub fn default_max_entry_bytes(self) -> u64 {
+        match self {
+            Platform::Native => crate::cache::policy::DEFAULT_MAX_ENTRY_BYTES,
+            Platform::Edge => 4 * 1024 * 1024,
+        }
+    }
+}
+
 /// The names of every setting, so messages and docs cannot drift from the code.
 pub mod names {
     pub const UPSTREAM_BASE_URL: &str = "UPSTREAM_BASE_URL";
@@ -197,8 +227,17 @@ impl Settings {
         }
     }
 
-    /// Reads settings through `lookup`, which returns a variable's value if it is set.
+    /// Reads settings through `lookup`, which returns a variable's value if it is set, with the
+    /// native defaults.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Settings, ConfigError> {
+        Settings::from_lookup_on(Platform::Native, lookup)
+    }
+
+    /// Reads settings with the defaults of `platform`.
+    pub fn from_lookup_on(
+        platform: Platform,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Settings, ConfigError> {
         let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
 
         let base_url = get(names::UPSTREAM_BASE_URL).ok_or_else(|| {
@@ -233,8 +272,11 @@ impl Settings {
             None => GatewayConfig::default(),
         };
         config.validate()?;
-        let cache = CacheSettings::from_config(&config.cache)
+        let mut cache = CacheSettings::from_config(&config.cache)
             .map_err(|m| config_error(names::GATEWAY_CONFIG, format!("cache: {m}")))?;
+        if config.cache.max_entry_bytes.is_none() {
+            cache.max_entry_bytes = platform.default_max_entry_bytes();
+        }
 
         Ok(Settings {
             upstream: Upstream { base_url, api_key },
@@ -251,7 +293,7 @@ impl Settings {
                 .unwrap_or(DEFAULT_STREAM_IDLE_TIMEOUT_MS),
             max_upstream_response_bytes: config
                 .max_upstream_response_bytes
-                .unwrap_or(DEFAULT_MAX_UPSTREAM_RESPONSE_BYTES),
+                .unwrap_or(platform.default_max_upstream_response_bytes()),
             cache,
         })
     }
@@ -433,6 +475,31 @@ mod tests {
         ]))
         .unwrap_or_else(|e| panic!("README sample rejected: {e}"));
         assert_eq!(s.models[0].id, "gpt-4o-mini");
+    }
+
+    #[test]
+    fn the_edge_holds_less_per_request_unless_told_otherwise() {
+        let base = [("UPSTREAM_BASE_URL", "http://x"), ("GATEWAY_API_KEYS", "k")];
+        let native = Settings::from_lookup(lookup(&base)).unwrap();
+        let edge = Settings::from_lookup_on(Platform::Edge, lookup(&base)).unwrap();
+        assert_eq!(native.max_upstream_response_bytes, 64 * 1024 * 1024);
+        assert_eq!(edge.max_upstream_response_bytes, 8 * 1024 * 1024);
+        assert_eq!(edge.cache.max_entry_bytes, 4 * 1024 * 1024);
+        assert!(native.cache.max_entry_bytes > 20 * 1024 * 1024);
+        // Worst case for one request in a 128 MB isolate: the client's body twice (wasm and
+        // the upstream fetch), a buffered answer three times, a recorded stream once.
+        let worst = 2 * edge.max_body_bytes
+            + 3 * edge.max_upstream_response_bytes
+            + edge.cache.max_entry_bytes;
+        assert!(worst <= 48 * 1024 * 1024, "{worst}");
+        let mut set = base.to_vec();
+        set.push((
+            "GATEWAY_CONFIG",
+            r#"{"max_upstream_response_bytes": 100, "cache": {"max_entry_bytes": 50}}"#,
+        ));
+        let edge = Settings::from_lookup_on(Platform::Edge, lookup(&set)).unwrap();
+        assert_eq!(edge.max_upstream_response_bytes, 100);
+        assert_eq!(edge.cache.max_entry_bytes, 50);
     }
 
     #[test]

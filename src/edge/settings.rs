@@ -3,6 +3,7 @@
 use std::cell::RefCell;
 use std::sync::Arc;
 
+use gateway_core::config::Platform;
 use gateway_core::{ConfigError, Gateway, Settings};
 use worker::Env;
 
@@ -31,7 +32,7 @@ pub fn gateway(env: &Env) -> Result<Arc<Gateway>, ConfigError> {
         return Ok(gw);
     }
     // Invalid settings are not cached: the next request reports them again, naming the setting.
-    let settings = Settings::from_lookup(|name| lookup(env, name))?;
+    let settings = Settings::from_lookup_on(Platform::Edge, |name| lookup(env, name))?;
     let gw = Arc::new(Gateway::new(settings, "worker"));
     GATEWAY.with(|g| *g.borrow_mut() = Some(gw.clone()));
     Ok(gw)

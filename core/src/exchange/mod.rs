@@ -545,7 +545,17 @@ impl Exchange {
             return;
         }
         let content_type = header_str(&head.headers, CONTENT_TYPE.as_str());
-        let mode = self.gw.response_mode(status, content_type, self.log.stream);
+        let mut mode = self.gw.response_mode(status, content_type, self.log.stream);
+        let declared = header_str(&head.headers, CONTENT_LENGTH.as_str())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if mode == ResponseMode::Buffered
+            && declared.is_some_and(|n| n > self.gw.settings().max_upstream_response_bytes)
+        {
+            // Too large to hold: relayed as it comes, unchecked and not cached, rather than
+            // refused after the upstream did the work. (An undeclared length is read up to the
+            // limit and then refused: by then it cannot be relayed whole.)
+            mode = ResponseMode::PassThrough;
+        }
         match mode {
             ResponseMode::Buffered => {
                 // The deadline still runs from the send: the upstream timeout covers the

@@ -528,6 +528,32 @@ fn a_json_answer_is_checked_sent_with_its_length_and_its_usage_logged() {
 }
 
 #[test]
+fn an_answer_declared_larger_than_the_limit_is_relayed_unread_not_refused() {
+    // CONFIG allows 500 bytes to be buffered; the upstream declares 600.
+    let mut sim = Sim::new(CONFIG);
+    let mut ex = sim.chat();
+    let big: &'static [u8] = Box::leak(vec![b' '; 600].into_boxed_slice());
+    let up = Up::Head {
+        after_ms: 1,
+        status: 200,
+        headers: vec![
+            ("content-type", "application/json"),
+            ("content-length", "600"),
+        ],
+        body: UpBody::Chunks(vec![(1, big)], BodyEnd::Complete),
+    };
+    let response = sim.until_response(&mut ex, ClientBody::After(0, CHAT0), &up);
+    assert!(
+        matches!(response.body, ResponseBody::Relay(RelayMode::Untouched)),
+        "{response:?}"
+    );
+    assert_eq!(response.headers.get("content-length").unwrap(), "600");
+    let out = sim.relay(ex, response, &up, 1_000);
+    assert_eq!(out.body.len(), 600);
+    assert!(sim.store.is_empty(), "not read, so not cached");
+}
+
+#[test]
 fn a_garbage_or_oversized_answer_is_502() {
     let mut sim = Sim::new(CONFIG);
     let out = sim.drive(
