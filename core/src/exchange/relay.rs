@@ -1,0 +1,145 @@
+//! The relay of an upstream body (observation, the idle deadline, its end) and the end of the
+//! exchange (the log record).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::{BodyEnd, EndOfRelay, Exchange, Step, Store};
+use crate::cache::CacheStatus;
+use crate::error::GatewayError;
+use crate::log::RequestLog;
+use crate::router::Router;
+use crate::time::{millis_f64, Now};
+
+/// The relay of an upstream body, and the end of the exchange.
+impl Exchange {
+    /// A chunk of the relayed body, already handed to the client (observation never holds a
+    /// chunk back).
+    pub fn on_chunk(&mut self, chunk: &[u8], now: Now) {
+        let Some(relay) = &mut self.relay else {
+            return;
+        };
+        if relay.ended {
+            return;
+        }
+        relay.last_activity = now.instant;
+        if relay.sse.is_none() && self.log.bytes_out > 0 && self.relay_counted == 0 {
+            // A declared length was logged at the head; count what is really sent instead.
+            self.log.bytes_out = 0;
+        }
+        self.relay_counted += chunk.len() as u64;
+        self.log.bytes_out += chunk.len() as u64;
+        if let Some(o) = &mut relay.sse {
+            o.observe(chunk);
+        }
+        if let Some(r) = &mut relay.recorder {
+            r.record(chunk);
+        }
+    }
+
+    /// Whether the relayed body may get bytes after the upstream's (an error event), so its
+    /// length is not the upstream's.
+    pub fn may_add_tail(&self) -> bool {
+        self.relay.as_ref().is_some_and(|r| r.sse.is_some())
+    }
+
+    /// The relayed body ended: what to send after it, what to store, whether to abort.
+    pub fn on_end(&mut self, end: BodyEnd, now: Now, router: &mut Router) -> EndOfRelay {
+        let Some(relay) = &mut self.relay else {
+            return EndOfRelay::default();
+        };
+        if relay.ended {
+            return EndOfRelay::default();
+        }
+        relay.ended = true;
+        let Some(sse) = &relay.sse else {
+            // Not an event stream: a failure can only be shown by cutting the response.
+            return EndOfRelay {
+                abort: end == BodyEnd::Failed,
+                ..EndOfRelay::default()
+            };
+        };
+        let tail = sse.finish(&mut self.log).map(Bytes::from);
+        if let Some(t) = &tail {
+            self.log.bytes_out += t.len() as u64;
+        }
+        let recorder = relay.recorder.take();
+        let entry = match (end, recorder) {
+            (BodyEnd::Complete, Some(r)) => r.finish(now.unix.as_millis()).map(Arc::new),
+            _ => None,
+        };
+        self.land(entry.clone(), now, router);
+        let store = match (entry, &self.lookup) {
+            (Some(entry), Some(l)) if l.write => Some(Store {
+                key: l.key,
+                entry,
+                shared: router.store_usable(now.instant),
+                ttl_secs: l.ttl_secs,
+            }),
+            _ => None,
+        };
+        EndOfRelay {
+            tail,
+            store,
+            abort: false,
+        }
+    }
+
+    /// The relay's timer (armed at [`Exchange::poll_timeout`]) fired. `Some` when the upstream
+    /// has been silent for `stream_idle_timeout_ms`: the relay is over, do as at
+    /// [`Exchange::on_end`] (an event stream gets an error event; another body is aborted).
+    /// `None` when it has not (chunks came meanwhile): re-arm at [`Exchange::poll_timeout`].
+    pub fn handle_relay_timeout(&mut self, now: Now, router: &mut Router) -> Option<EndOfRelay> {
+        let deadline = self.poll_timeout()?;
+        if !matches!(self.step, Step::Relaying) || now.instant < deadline {
+            return None;
+        }
+        let err = GatewayError::UpstreamStreamStalled {
+            idle_ms: self.gw.settings().stream_idle_timeout_ms,
+        };
+        self.log.error_code = err.code().map(str::to_string);
+        self.land(None, now, router);
+        let relay = self.relay.as_mut()?;
+        relay.ended = true;
+        relay.recorder = None;
+        let Some(sse) = &relay.sse else {
+            return Some(EndOfRelay {
+                abort: true,
+                ..EndOfRelay::default()
+            });
+        };
+        self.log.stream_complete = Some(false);
+        self.log.set_usage(sse.usage());
+        let tail = Bytes::from(err.sse_event());
+        self.log.bytes_out += tail.len() as u64;
+        Some(EndOfRelay {
+            tail: Some(tail),
+            store: None,
+            abort: false,
+        })
+    }
+
+    /// The response is over (sent, or the client is gone): the log record, once. Releases
+    /// anything this request still holds in the router.
+    pub fn finish(&mut self, now: Now, router: &mut Router) -> Option<RequestLog> {
+        if std::mem::replace(&mut self.finished, true) {
+            return None;
+        }
+        self.land(None, now, router);
+        if let Some(relay) = &self.relay {
+            if relay.sse.is_some() && !relay.ended {
+                // The client went away before the stream ended.
+                self.log.stream_complete = Some(false);
+            }
+        }
+        self.log.total_ms = millis_f64(now.instant.since(self.started));
+        self.log.cache = self.cache_status.map(CacheStatus::log_value);
+        Some(std::mem::take(&mut self.log))
+    }
+
+    /// The log record so far (for tests and for runtimes that add their own fields).
+    pub fn log(&self) -> &RequestLog {
+        &self.log
+    }
+}
