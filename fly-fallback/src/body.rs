@@ -1,8 +1,9 @@
 //! The response body the native runtime sends: bytes the core decided on, or the upstream's body
 //! relayed frame by frame (no collection, no copies: `Bytes` are reference-counted). Each frame
 //! is shown to the core's [`Exchange::on_chunk`] in the poll that hands it on (synchronously,
-//! without a copy or a wait), so observing never holds a chunk back. The end of the relay and the log line are the core's too: the line is
-//! written when the body is finished or dropped (client gone), so it covers the whole response.
+//! without a copy or a wait), so observing never holds a chunk back. The end of the relay and the
+//! log line are the core's too: the line is written when the body is finished or dropped (client
+//! gone), so it covers the whole response.
 
 use std::future::Future;
 use std::pin::Pin;
