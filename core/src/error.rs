@@ -68,6 +68,13 @@ pub enum GatewayError {
     UpstreamInvalidResponse,
     /// The upstream did not answer within the configured time.
     UpstreamTimeout,
+    /// Every upstream refused the operator's key (401/403): an operator problem, not the
+    /// client's.
+    UpstreamAuthFailed,
+    /// No configured upstream serves the requested model.
+    ModelNotServed {
+        model: String,
+    },
     /// A stream that had started ended without `[DONE]` (sent as an SSE error event).
     UpstreamStreamInterrupted,
     /// A relayed stream sent nothing for `stream_idle_timeout_ms` (sent as an SSE error event).
@@ -186,8 +193,10 @@ impl GatewayError {
             GatewayError::RequestTimeout => 408,
             GatewayError::PayloadTooLarge { .. } => 413,
             GatewayError::UnsupportedMediaType { .. } => 415,
+            GatewayError::ModelNotServed { .. } => 404,
             GatewayError::UpstreamUnreachable { .. }
             | GatewayError::UpstreamInvalidResponse
+            | GatewayError::UpstreamAuthFailed
             | GatewayError::UpstreamStreamInterrupted => 502,
             GatewayError::UpstreamTimeout | GatewayError::UpstreamStreamStalled { .. } => 504,
             GatewayError::Misconfigured(_) | GatewayError::Internal { .. } => 500,
@@ -206,8 +215,10 @@ impl GatewayError {
             | GatewayError::MethodNotAllowed { .. }
             | GatewayError::RequestTimeout
             | GatewayError::PayloadTooLarge { .. }
-            | GatewayError::UnsupportedMediaType { .. } => ErrorKind::InvalidRequest,
-            GatewayError::UpstreamUnreachable { .. }
+            | GatewayError::UnsupportedMediaType { .. }
+            | GatewayError::ModelNotServed { .. } => ErrorKind::InvalidRequest,
+            GatewayError::UpstreamAuthFailed
+            | GatewayError::UpstreamUnreachable { .. }
             | GatewayError::UpstreamInvalidResponse
             | GatewayError::UpstreamTimeout
             | GatewayError::UpstreamStreamInterrupted
@@ -234,6 +245,8 @@ impl GatewayError {
             | GatewayError::PayloadTooLarge { .. }
             | GatewayError::UnsupportedMediaType { .. }
             | GatewayError::UpstreamInvalidResponse
+            | GatewayError::UpstreamAuthFailed
+            | GatewayError::ModelNotServed { .. }
             | GatewayError::UpstreamStreamInterrupted
             | GatewayError::UpstreamStreamStalled { .. }
             | GatewayError::Internal { .. }
@@ -256,6 +269,8 @@ impl GatewayError {
             GatewayError::UpstreamUnreachable { .. } => "upstream_unreachable",
             GatewayError::UpstreamInvalidResponse => "upstream_invalid_response",
             GatewayError::UpstreamTimeout => "upstream_timeout",
+            GatewayError::UpstreamAuthFailed => "upstream_auth_failed",
+            GatewayError::ModelNotServed { .. } => "model_not_found",
             GatewayError::UpstreamStreamInterrupted => "upstream_stream_interrupted",
             GatewayError::UpstreamStreamStalled { .. } => "upstream_stream_timeout",
             GatewayError::Misconfigured(_) => "gateway_misconfigured",
@@ -278,10 +293,12 @@ impl GatewayError {
             | GatewayError::UpstreamUnreachable { .. }
             | GatewayError::UpstreamInvalidResponse
             | GatewayError::UpstreamTimeout
+            | GatewayError::UpstreamAuthFailed
             | GatewayError::UpstreamStreamInterrupted
             | GatewayError::UpstreamStreamStalled { .. }
             | GatewayError::Internal { .. }
             | GatewayError::Misconfigured(_) => None,
+            GatewayError::ModelNotServed { .. } => Some("model"),
         }
     }
 
@@ -315,6 +332,12 @@ impl GatewayError {
             }
             GatewayError::UpstreamTimeout => {
                 "The upstream provider did not respond in time.".into()
+            }
+            GatewayError::UpstreamAuthFailed => {
+                "The gateway's credentials were refused by every upstream provider it tried; this is the gateway operator's problem, not your request's.".into()
+            }
+            GatewayError::ModelNotServed { model } => {
+                format!("The model '{model}' is not served by any upstream of this gateway.")
             }
             GatewayError::UpstreamStreamInterrupted => {
                 "The upstream provider's stream ended before it was complete.".into()
@@ -352,6 +375,8 @@ impl GatewayError {
             | GatewayError::UpstreamUnreachable { .. }
             | GatewayError::UpstreamInvalidResponse
             | GatewayError::UpstreamTimeout
+            | GatewayError::UpstreamAuthFailed
+            | GatewayError::ModelNotServed { .. }
             | GatewayError::UpstreamStreamInterrupted
             | GatewayError::UpstreamStreamStalled { .. }
             | GatewayError::Internal { .. }

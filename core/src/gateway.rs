@@ -37,6 +37,15 @@ impl Admitted {
     }
 }
 
+/// The path below an upstream's base URL for `route`, with the client's query string.
+fn upstream_path(route: Route, query: Option<&str>) -> String {
+    let suffix = route.upstream_suffix();
+    match query.filter(|q| !q.is_empty()) {
+        Some(q) => format!("{suffix}?{q}"),
+        None => suffix.to_string(),
+    }
+}
+
 /// An answer the gateway gives without calling the upstream.
 #[derive(Debug, Clone)]
 pub struct Reply {
@@ -49,7 +58,8 @@ pub struct Reply {
 #[derive(Debug, Clone)]
 pub struct Forward {
     pub method: &'static str,
-    pub url: String,
+    /// Below each upstream's base URL, with the client's query string.
+    pub path: String,
     pub model: Option<String>,
     pub stream: bool,
     /// The parsed request body (inference routes), kept so later decisions (the cache key) do
@@ -61,6 +71,8 @@ pub struct Forward {
 pub enum Plan {
     Reply(Reply),
     Forward(Forward),
+    /// The status of the upstreams (built from the router's state).
+    Status,
 }
 
 /// How an upstream response body travels back to the client.
@@ -79,7 +91,6 @@ pub enum ResponseMode {
 pub struct Gateway {
     settings: Settings,
     runtime: &'static str,
-    upstream_authorization: Option<HeaderValue>,
     health_body: Bytes,
     models_body: Option<Bytes>,
 }
@@ -133,17 +144,9 @@ impl Gateway {
         };
         let health_body = Bytes::from(serde_json::to_vec(&health).unwrap_or_default());
         let models_body = (!settings.models.is_empty()).then(|| models_json(&settings.models));
-        // Checked to be header-safe when the settings were read; marked sensitive so HTTP
-        // libraries never print it.
-        let upstream_authorization = settings.upstream.api_key.as_ref().and_then(|k| {
-            let mut v = HeaderValue::from_str(&format!("Bearer {k}")).ok()?;
-            v.set_sensitive(true);
-            Some(v)
-        });
         Gateway {
             settings,
             runtime,
-            upstream_authorization,
             health_body,
             models_body,
         }
@@ -161,11 +164,6 @@ impl Gateway {
 
     pub fn runtime(&self) -> &'static str {
         self.runtime
-    }
-
-    /// The `Authorization` value for upstream calls, if the upstream needs a key.
-    pub fn upstream_authorization(&self) -> Option<&HeaderValue> {
-        self.upstream_authorization.as_ref()
     }
 
     pub fn admit(&self, head: &RequestHead<'_>) -> Result<Admitted, GatewayError> {
@@ -210,17 +208,18 @@ impl Gateway {
                 })),
                 None => Ok(Plan::Forward(Forward {
                     method: "GET",
-                    url: self.upstream_url(Route::Models, query),
+                    path: upstream_path(Route::Models, query),
                     model: None,
                     stream: false,
                     request: None,
                 })),
             },
+            Route::Status => Ok(Plan::Status),
             route => {
                 let req = validate::validate(route, body)?;
                 Ok(Plan::Forward(Forward {
                     method: "POST",
-                    url: self.upstream_url(route, query),
+                    path: upstream_path(route, query),
                     model: Some(req.model),
                     stream: req.stream,
                     request: Some(req.body),
@@ -229,12 +228,61 @@ impl Gateway {
         }
     }
 
-    fn upstream_url(&self, route: Route, query: Option<&str>) -> String {
-        let base = &self.settings.upstream.base_url;
-        let suffix = route.upstream_suffix();
-        match query.filter(|q| !q.is_empty()) {
-            Some(q) => format!("{base}{suffix}?{q}"),
-            None => format!("{base}{suffix}"),
+    /// What a cached answer depends on besides the request: the logical route (the path and
+    /// the upstreams that may serve the model), so a hit does not depend on which region
+    /// answered, and a failover does not empty the cache; with `routing.cache_per_region`, the
+    /// region of the first choice too.
+    pub fn cache_route(&self, forward: &Forward, first_choice: Option<usize>) -> String {
+        let model = forward.model.as_deref().unwrap_or("");
+        let mut names: Vec<&str> = self
+            .settings
+            .upstreams
+            .iter()
+            .filter(|u| u.serves(model))
+            .map(|u| u.name.as_str())
+            .collect();
+        names.sort_unstable();
+        let mut route = format!("{}|{}", names.join(","), forward.path);
+        if self.settings.routing.cache_per_region {
+            if let Some(u) = first_choice.and_then(|i| self.settings.upstreams.get(i)) {
+                route.push('@');
+                route.push_str(&u.region);
+            }
+        }
+        route
+    }
+
+    /// The probe of upstream `i`: `GET {base_url}/models` with its key (costs no tokens).
+    pub fn probe(&self, i: usize) -> Option<crate::exchange::Attempt> {
+        let u = self.settings.upstreams.get(i)?;
+        let mut headers = http::HeaderMap::with_capacity(2);
+        if let Some(auth) = &u.authorization {
+            headers.insert(http::header::AUTHORIZATION, auth.clone());
+        }
+        headers.insert(
+            http::header::ACCEPT_ENCODING,
+            HeaderValue::from_static("identity"),
+        );
+        Some(crate::exchange::Attempt {
+            id: crate::exchange::AttemptId(0),
+            upstream: i,
+            upstream_name: u.name.clone(),
+            method: "GET",
+            url: format!("{}/models", u.base_url),
+            headers,
+            body: Bytes::new(),
+        })
+    }
+
+    /// A probe's outcome: `status` of the answer, or the transport error. Returns whether the
+    /// upstream is healthy and a detail for the status endpoint.
+    pub fn probe_verdict(
+        &self,
+        answer: Result<u16, crate::error::TransportError>,
+    ) -> (bool, String) {
+        match answer {
+            Ok(status) => ((200..300).contains(&status), format!("http_{status}")),
+            Err(e) => (false, e.as_str().to_string()),
         }
     }
 
@@ -244,6 +292,7 @@ impl Gateway {
         &self,
         admitted: &Admitted,
         forward: &Forward,
+        route_key: &str,
         headers: I,
     ) -> crate::cache::CachePlan
     where
@@ -253,7 +302,7 @@ impl Gateway {
             &self.settings.cache,
             admitted.route,
             admitted.client.as_ref().map(|c| c.0.as_str()),
-            &forward.url,
+            route_key,
             forward.model.as_deref().unwrap_or(""),
             forward.stream,
             forward.request.as_ref(),
@@ -386,11 +435,14 @@ mod tests {
         else {
             panic!()
         };
-        assert_eq!(f.url, "http://up.example/v1/chat/completions?api-version=1");
+        assert_eq!(f.path, "/chat/completions?api-version=1");
         assert!(f.stream);
         assert_eq!(f.model.as_deref(), Some("m"));
         assert_eq!(
-            gw.upstream_authorization().and_then(|v| v.to_str().ok()),
+            gw.settings().upstreams[0]
+                .authorization
+                .as_ref()
+                .and_then(|v| v.to_str().ok()),
             Some("Bearer sk-up")
         );
     }
@@ -417,7 +469,7 @@ mod tests {
         let Plan::Forward(f) = gw.plan(&a, None, b"").unwrap() else {
             panic!()
         };
-        assert_eq!(f.url, "http://up.example/v1/models");
+        assert_eq!(f.path, "/models");
         assert_eq!(f.method, "GET");
     }
 

@@ -5,6 +5,13 @@
 //! headers) reach their destination without the gateway knowing them, except those that would
 //! let a client choose whose account pays (see [`forward_to_upstream`]).
 
+/// Names the upstream whose answer a response carries.
+pub const UPSTREAM_NAME: &str = "x-gateway-upstream";
+/// How many upstream attempts a response took.
+pub const ATTEMPTS: &str = "x-gateway-attempts";
+/// A client's choice of first upstream: an upstream's name or region.
+pub const PIN_REGION: &str = "x-gateway-region";
+
 /// Hop-by-hop headers (RFC 9110 §7.6.1) and framing headers the runtimes set themselves.
 const HOP_BY_HOP: &[&str] = &[
     "connection",

@@ -32,6 +32,7 @@ pub mod log;
 pub mod request_id;
 pub mod route;
 pub mod router;
+pub mod routing;
 pub mod sse;
 pub mod time;
 pub mod validate;

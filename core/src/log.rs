@@ -33,6 +33,12 @@ pub struct RequestLog {
     pub upstream_error: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upstream_ms: Option<f64>,
+    /// The upstream whose answer the client got.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
+    /// Every upstream attempt, in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub attempts: Vec<AttemptLog>,
     pub total_ms: f64,
     pub bytes_in: u64,
     pub bytes_out: u64,
@@ -46,6 +52,16 @@ pub struct RequestLog {
     /// The cache's part: `hit`, `miss` or `bypass` (inference routes only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cache: Option<&'static str>,
+}
+
+/// One upstream attempt in the log line.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct AttemptLog {
+    pub upstream: String,
+    /// `ok` (content came), `http_<status>`, `insufficient_quota`, or the failure's kind
+    /// (`refused`, `reset`, `timed_out`, `stream_error`, `stream_cut`, ...).
+    pub outcome: String,
+    pub ms: f64,
 }
 
 impl RequestLog {

@@ -9,6 +9,8 @@ pub enum Route {
     ChatCompletions,
     Completions,
     Embeddings,
+    /// `GET /v1/gateway/status`: the upstreams' state.
+    Status,
 }
 
 impl Route {
@@ -20,6 +22,7 @@ impl Route {
             Route::ChatCompletions => "/chat/completions",
             Route::Completions => "/completions",
             Route::Embeddings => "/embeddings",
+            Route::Status => "",
         }
     }
 
@@ -57,6 +60,7 @@ pub fn resolve(method: &str, path: &str) -> Result<Route, GatewayError> {
         "/v1/chat/completions" => Route::ChatCompletions,
         "/v1/completions" => Route::Completions,
         "/v1/embeddings" => Route::Embeddings,
+        "/v1/gateway/status" => Route::Status,
         _ => {
             return Err(GatewayError::NotFound {
                 method: method.to_string(),

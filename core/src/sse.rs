@@ -39,7 +39,40 @@ pub struct SseObserver {
     events: u64,
     saw_done: bool,
     saw_error: bool,
+    saw_content: bool,
     usage: Option<Usage>,
+}
+
+/// Whether an event's JSON carries something a client would show or count: text, a tool call,
+/// a refusal, reasoning, or usage. A role-only first delta does not.
+fn carries_content(data: &[u8]) -> bool {
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(data) else {
+        return false;
+    };
+    let nonempty = |v: Option<&serde_json::Value>| match v {
+        Some(serde_json::Value::String(s)) => !s.is_empty(),
+        Some(serde_json::Value::Array(a)) => !a.is_empty(),
+        Some(serde_json::Value::Object(o)) => !o.is_empty(),
+        _ => false,
+    };
+    if v.get("usage").is_some_and(|u| u.is_object()) {
+        return true;
+    }
+    let Some(choices) = v.get("choices").and_then(|c| c.as_array()) else {
+        return false;
+    };
+    choices.iter().any(|c| {
+        let delta = c.get("delta");
+        let d = |k: &str| delta.and_then(|d| d.get(k));
+        nonempty(c.get("text"))
+            || nonempty(d("content"))
+            || nonempty(d("tool_calls"))
+            || nonempty(d("function_call"))
+            || nonempty(d("refusal"))
+            || nonempty(d("reasoning_content"))
+            || nonempty(d("reasoning"))
+            || c.get("finish_reason").is_some_and(|f| !f.is_null())
+    })
 }
 
 impl SseObserver {
@@ -94,6 +127,10 @@ impl SseObserver {
             self.saw_error = true;
             return;
         }
+        // Only looked for until found: later events are not parsed for it.
+        if !self.saw_content && carries_content(data) {
+            self.saw_content = true;
+        }
         // Only the usage chunk is parsed; ordinary deltas are not.
         if memfind(data, b"\"usage\":{").is_some() || memfind(data, b"\"usage\": {").is_some() {
             if let Some(u) = usage_of_json(data) {
@@ -112,6 +149,12 @@ impl SseObserver {
 
     pub fn saw_error(&self) -> bool {
         self.saw_error
+    }
+
+    /// Whether an event with content (text, a tool call, usage, a finish) has been seen: until
+    /// then a failing stream can still be replaced by another upstream's.
+    pub fn saw_content(&self) -> bool {
+        self.saw_content
     }
 
     pub fn usage(&self) -> Option<Usage> {
@@ -168,6 +211,31 @@ data: [DONE]\n\n";
             assert_eq!(o.events(), 4);
             assert_eq!(o.usage().unwrap().prompt_tokens, 3);
         }
+    }
+
+    #[test]
+    fn role_only_first_delta_is_not_content_but_text_tool_calls_and_usage_are() {
+        let seen = |events: &[&str]| {
+            let mut o = SseObserver::new();
+            for e in events {
+                o.observe(format!("data: {e}\n\n").as_bytes());
+            }
+            o.saw_content()
+        };
+        let role = r#"{"choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}"#;
+        assert!(!seen(&[role]));
+        assert!(!seen(&[role, r#"{"error":{"message":"x"}}"#]));
+        assert!(seen(&[role, r#"{"choices":[{"delta":{"content":"Hi"}}]}"#]));
+        assert!(seen(&[
+            r#"{"choices":[{"delta":{"tool_calls":[{"index":0}]}}]}"#
+        ]));
+        assert!(seen(&[r#"{"choices":[{"text":"a"}]}"#]));
+        assert!(seen(&[
+            r#"{"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":0,"total_tokens":1}}"#
+        ]));
+        assert!(seen(&[
+            r#"{"choices":[{"delta":{},"finish_reason":"stop"}]}"#
+        ]));
     }
 
     #[test]

@@ -14,6 +14,7 @@ use bytes::Bytes;
 use gateway_core::{BodyEnd, Exchange};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use tokio::sync::mpsc;
 use tokio::time::Sleep;
 
 use crate::cache::Cache;
@@ -24,7 +25,11 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 enum Source {
     Full(Option<Bytes>),
+    /// A driven response: the loop behind it sends its bytes (see the driver).
+    Channel(mpsc::Receiver<Result<Bytes, BoxError>>),
     Relay {
+        /// The events the core read before answering (sent first).
+        prefix: Option<Bytes>,
         body: Incoming,
         /// Bytes the core asked to send after the upstream's body (an error event).
         tail: Option<Bytes>,
@@ -57,14 +62,29 @@ impl GatewayBody {
         }
     }
 
+    /// A driven response's body; its exchange (and log line) live with the loop behind it.
+    pub fn channel(
+        rx: mpsc::Receiver<Result<Bytes, BoxError>>,
+        shared: Arc<Shared>,
+    ) -> GatewayBody {
+        GatewayBody {
+            source: Source::Channel(rx),
+            exchange: None,
+            shared,
+            cache: None,
+        }
+    }
+
     pub fn relay(
         body: Incoming,
+        prefix: Bytes,
         exchange: Exchange,
         shared: Arc<Shared>,
         cache: Option<Arc<Cache>>,
     ) -> GatewayBody {
         GatewayBody {
             source: Source::Relay {
+                prefix: (!prefix.is_empty()).then_some(prefix),
                 body,
                 tail: None,
                 ended: false,
@@ -170,9 +190,21 @@ impl Body for GatewayBody {
                 Source::Full(bytes) => {
                     return Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b))))
                 }
+                Source::Channel(rx) => {
+                    return rx
+                        .poll_recv(cx)
+                        .map(|item| item.map(|r| r.map(Frame::data)));
+                }
                 Source::Relay {
-                    body, tail, ended, ..
+                    prefix,
+                    body,
+                    tail,
+                    ended,
+                    ..
                 } => {
+                    if let Some(p) = prefix.take() {
+                        return Poll::Ready(Some(Ok(Frame::data(p))));
+                    }
                     if let Some(t) = tail.take() {
                         return Poll::Ready(Some(Ok(Frame::data(t))));
                     }
@@ -219,7 +251,13 @@ impl Body for GatewayBody {
     fn is_end_stream(&self) -> bool {
         match &self.source {
             Source::Full(b) => b.is_none(),
-            Source::Relay { tail, ended, .. } => *ended && tail.is_none(),
+            Source::Channel(_) => false,
+            Source::Relay {
+                prefix,
+                tail,
+                ended,
+                ..
+            } => *ended && tail.is_none() && prefix.is_none(),
         }
     }
 
@@ -227,12 +265,11 @@ impl Body for GatewayBody {
         match &self.source {
             Source::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             Source::Full(None) => SizeHint::with_exact(0),
+            Source::Channel(_) => SizeHint::default(),
             // An event stream may gain a tail; other bodies pass through as they are.
-            Source::Relay { body, .. }
-                if self.exchange.as_ref().is_some_and(|e| !e.may_add_tail()) =>
-            {
-                body.size_hint()
-            }
+            Source::Relay {
+                body, prefix: None, ..
+            } if self.exchange.as_ref().is_some_and(|e| !e.may_add_tail()) => body.size_hint(),
             Source::Relay { .. } => SizeHint::default(),
         }
     }

@@ -1,13 +1,16 @@
 //! One request, native: the loop that drives the core's [`Exchange`]. Every branch is IO (read
 //! a body, look up or write the cache, call the upstream, wait); every decision is the core's.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use gateway_core::{
-    Action, Attempt, BodyError, Exchange, Gateway, RequestParts, Response as CoreResponse,
-    ResponseBody, TransportError, UNREAD_BODY_DRAIN_BYTES, UNREAD_BODY_LINGER,
+    Action, Attempt, AttemptId, BodyEnd, BodyError, Exchange, Gateway, RequestParts,
+    Response as CoreResponse, ResponseBody, TransportError, UNREAD_BODY_DRAIN_BYTES,
+    UNREAD_BODY_LINGER,
 };
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
@@ -16,13 +19,14 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use tokio::sync::mpsc;
 
-use crate::body::GatewayBody;
+use crate::body::{BoxError, GatewayBody};
 use crate::cache::Cache;
 use crate::clock::{self, until};
 use crate::shared::Shared;
 
-type UpstreamClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 pub struct Driver {
     gateway: Arc<Gateway>,
@@ -31,12 +35,12 @@ pub struct Driver {
     shared: Arc<Shared>,
 }
 
-fn upstream_client() -> UpstreamClient {
+pub fn upstream_client(connect_timeout: Duration) -> UpstreamClient {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
     http.set_keepalive(Some(Duration::from_secs(60)));
-    http.set_connect_timeout(Some(Duration::from_secs(10)));
+    http.set_connect_timeout(Some(connect_timeout));
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_webpki_roots()
         .https_or_http()
@@ -85,21 +89,62 @@ async fn drain(mut body: Incoming) {
     let _ = tokio::time::timeout(UNREAD_BODY_LINGER, read).await;
 }
 
+/// An upstream call in progress: kept across the core's timers (a keepalive must not cancel it).
+type Call = Pin<Box<dyn Future<Output = Result<Response<Incoming>, TransportError>> + Send>>;
+
+/// The IO a request holds between the core's actions.
+struct Io {
+    client_body: Option<Incoming>,
+    call: Option<(AttemptId, Call)>,
+    /// The current upstream body and the attempt it belongs to.
+    upstream: Option<(AttemptId, Incoming)>,
+}
+
+/// Why the loop stopped.
+enum Exit {
+    Respond(CoreResponse),
+    /// A driven response ended (or its client went away).
+    Ended,
+}
+
+/// A driven response's body, fed by the loop running behind it.
+type Sink = mpsc::Sender<Result<Bytes, BoxError>>;
+
+/// The next data frame of a body (trailers are not forwarded). Safe to drop while waiting: no
+/// frame is lost.
+async fn next_data(body: &mut Incoming) -> Option<Result<Bytes, ()>> {
+    loop {
+        match body.frame().await {
+            None => return None,
+            Some(Err(_)) => return Some(Err(())),
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    return Some(Ok(data));
+                }
+            }
+        }
+    }
+}
+
 impl Driver {
     pub fn new(gateway: Arc<Gateway>, shared: Arc<Shared>) -> Driver {
         let cache = Cache::from_env(&gateway.settings().cache, shared.clone());
+        let connect_timeout = gateway.settings().routing.connect_timeout;
         Driver {
             gateway,
-            client: upstream_client(),
+            client: upstream_client(connect_timeout),
             cache,
             shared,
         }
     }
 
-    pub async fn handle(&self, req: Request<Incoming>) -> Response<GatewayBody> {
+    pub async fn handle(self: &Arc<Self>, req: Request<Incoming>) -> Response<GatewayBody> {
         let (parts, body) = req.into_parts();
-        let mut client_body = Some(body);
-        let mut upstream_body: Option<Incoming> = None;
+        let mut io = Io {
+            client_body: Some(body),
+            call: None,
+            upstream: None,
+        };
         let mut ex = Exchange::new(
             self.gateway.clone(),
             RequestParts {
@@ -112,13 +157,44 @@ impl Driver {
             clock::now(),
             random16(),
         );
+        let response = match self.run(&mut ex, &mut io, None).await {
+            Exit::Respond(r) => r,
+            Exit::Ended => CoreResponse::internal("a response ended before it began"),
+        };
+        if let Some(body) = io.client_body.take() {
+            tokio::spawn(drain(body));
+        }
+        if let ResponseBody::Driven = response.body {
+            // The head goes out now; the loop goes on behind it, feeding the body.
+            let (tx, rx) = mpsc::channel(8);
+            let this = self.clone();
+            tokio::spawn(async move { this.run_driven(ex, io, tx).await });
+            return head(response, GatewayBody::channel(rx, self.shared.clone()));
+        }
+        self.respond(response, ex, io.upstream.take().map(|(_, b)| b))
+    }
+
+    async fn run_driven(self: Arc<Self>, mut ex: Exchange, mut io: Io, tx: Sink) {
+        if let Exit::Respond(_) = self.run(&mut ex, &mut io, Some(&tx)).await {
+            let _ = tx.send(Err(BoxError::from("a second response head"))).await;
+        }
+        let now = clock::now();
+        if let Some(log) = self.shared.with(|r| ex.finish(now, r)) {
+            let mut line = log.to_line();
+            line.push('\n');
+            crate::log_sink::write(line);
+        }
+    }
+
+    /// The core's loop: performs each action it asks for and reports the outcome.
+    async fn run(&self, ex: &mut Exchange, io: &mut Io, sink: Option<&Sink>) -> Exit {
         loop {
             let seen = self.shared.generation();
             let action = self.shared.with(|r| ex.poll_action(clock::now(), r));
             match action {
                 Action::ReadBody { limit } => {
                     let read = async {
-                        match client_body.take() {
+                        match io.client_body.take() {
                             Some(b) => read_whole(b, limit).await,
                             None => Ok(Bytes::new()),
                         }
@@ -126,7 +202,7 @@ impl Driver {
                     match until(ex.poll_timeout(), read).await {
                         Some(Ok(b)) => ex.on_body(b, clock::now()),
                         Some(Err(e)) => ex.on_body_error(e, clock::now()),
-                        None => ex.handle_timeout(clock::now()),
+                        None => self.timeout(ex),
                     }
                 }
                 Action::Lookup { key, shared } => {
@@ -139,37 +215,58 @@ impl Driver {
                 Action::AwaitFlight => {
                     match until(ex.poll_timeout(), self.shared.woken_since(seen)).await {
                         Some(()) => ex.on_wakeup(clock::now()),
-                        None => ex.handle_timeout(clock::now()),
+                        None => self.timeout(ex),
                     }
                 }
                 Action::Send(attempt) => {
+                    // A new attempt replaces whatever the previous one left.
+                    io.upstream = None;
                     let id = attempt.id;
-                    match until(ex.poll_timeout(), self.send(attempt)).await {
-                        Some(Ok(resp)) => {
-                            let (head, body) = resp.into_parts();
-                            upstream_body = Some(body);
-                            ex.on_response_head(
-                                id,
-                                head.status.as_u16(),
-                                head.headers,
-                                clock::now(),
-                            );
-                        }
-                        Some(Err(e)) => ex.on_transport_error(id, e, clock::now()),
-                        None => ex.handle_timeout(clock::now()),
+                    let client = self.client.clone();
+                    io.call = Some((id, Box::pin(send(client, attempt))));
+                    self.await_call(ex, io).await;
+                }
+                Action::AwaitResponse => self.await_call(ex, io).await,
+                Action::ReadUpstreamChunk => {
+                    let Some((id, body)) = io.upstream.as_mut() else {
+                        self.timeout(ex);
+                        continue;
+                    };
+                    let id = *id;
+                    match until(ex.poll_timeout(), next_data(body)).await {
+                        Some(Some(Ok(chunk))) => self
+                            .shared
+                            .with(|r| ex.on_upstream_chunk(id, chunk, clock::now(), r)),
+                        Some(Some(Err(()))) => self
+                            .shared
+                            .with(|r| ex.on_upstream_end(id, BodyEnd::Failed, clock::now(), r)),
+                        Some(None) => self
+                            .shared
+                            .with(|r| ex.on_upstream_end(id, BodyEnd::Complete, clock::now(), r)),
+                        None => self.timeout(ex),
                     }
+                }
+                Action::Wait => {
+                    if let Some(at) = ex.poll_timeout() {
+                        tokio::time::sleep_until(clock::to_tokio(at)).await;
+                    }
+                    self.timeout(ex);
                 }
                 Action::ReadUpstreamBody { limit } => {
                     let read = async {
-                        match upstream_body.take() {
-                            Some(b) => read_whole(b, limit).await,
+                        match io.upstream.take() {
+                            Some((_, b)) => read_whole(b, limit).await,
                             None => Err(BodyError::Failed),
                         }
                     };
                     match until(ex.poll_timeout(), read).await {
-                        Some(Ok(b)) => ex.on_upstream_body(b, clock::now()),
-                        Some(Err(e)) => ex.on_upstream_body_error(e, clock::now()),
-                        None => ex.handle_timeout(clock::now()),
+                        Some(Ok(b)) => self
+                            .shared
+                            .with(|r| ex.on_upstream_body(b, clock::now(), r)),
+                        Some(Err(e)) => self
+                            .shared
+                            .with(|r| ex.on_upstream_body_error(e, clock::now(), r)),
+                        None => self.timeout(ex),
                     }
                 }
                 Action::Store(store) => {
@@ -177,28 +274,55 @@ impl Driver {
                         c.store(store).await;
                     }
                 }
-                Action::Respond(response) => {
-                    if let Some(body) = client_body.take() {
-                        tokio::spawn(drain(body));
+                Action::Emit(bytes) => {
+                    let Some(tx) = sink else { continue };
+                    if tx.send(Ok(bytes)).await.is_err() {
+                        // The client went away.
+                        return Exit::Ended;
                     }
-                    return self.respond(response, ex, upstream_body.take());
                 }
+                Action::End { abort } => {
+                    if let (true, Some(tx)) = (abort, sink) {
+                        let _ = tx
+                            .send(Err(BoxError::from("the upstream's response was cut off")))
+                            .await;
+                    }
+                    return Exit::Ended;
+                }
+                Action::Respond(response) => return Exit::Respond(response),
             }
         }
     }
 
-    async fn send(&self, attempt: Attempt) -> Result<Response<Incoming>, TransportError> {
-        let mut builder = Request::builder().method(attempt.method).uri(&attempt.url);
-        if let Some(h) = builder.headers_mut() {
-            *h = attempt.headers;
+    fn timeout(&self, ex: &mut Exchange) {
+        self.shared.with(|r| ex.handle_timeout(clock::now(), r));
+    }
+
+    /// Waits for the call in progress (or the core's next deadline, which leaves it running).
+    async fn await_call(&self, ex: &mut Exchange, io: &mut Io) {
+        let Some((id, call)) = io.call.as_mut() else {
+            if let Some(at) = ex.poll_timeout() {
+                tokio::time::sleep_until(clock::to_tokio(at)).await;
+            }
+            return self.timeout(ex);
+        };
+        let id = *id;
+        match until(ex.poll_timeout(), call.as_mut()).await {
+            Some(Ok(resp)) => {
+                io.call = None;
+                let (head, body) = resp.into_parts();
+                io.upstream = Some((id, body));
+                self.shared.with(|r| {
+                    ex.on_response_head(id, head.status.as_u16(), head.headers, clock::now(), r)
+                });
+            }
+            Some(Err(e)) => {
+                io.call = None;
+                self.shared
+                    .with(|r| ex.on_transport_error(id, e, clock::now(), r));
+            }
+            None => self.timeout(ex),
         }
-        let request = builder
-            .body(Full::new(attempt.body))
-            .map_err(|_| TransportError::Other)?;
-        self.client
-            .request(request)
-            .await
-            .map_err(|e| transport_error(&e))
     }
 
     fn respond(
@@ -207,23 +331,47 @@ impl Driver {
         ex: Exchange,
         upstream: Option<Incoming>,
     ) -> Response<GatewayBody> {
-        let status = StatusCode::from_u16(response.status()).unwrap_or(StatusCode::BAD_GATEWAY);
-        let body = match (response.body, upstream) {
+        let prefix = response.prefix.clone();
+        let body = match (&response.body, upstream) {
             (ResponseBody::Full(bytes), _) => {
-                GatewayBody::full(bytes, ex, self.shared.clone(), self.cache.clone())
+                GatewayBody::full(bytes.clone(), ex, self.shared.clone(), self.cache.clone())
             }
             (ResponseBody::Relay(_), Some(up)) => {
-                GatewayBody::relay(up, ex, self.shared.clone(), self.cache.clone())
+                GatewayBody::relay(up, prefix, ex, self.shared.clone(), self.cache.clone())
             }
-            (ResponseBody::Relay(_), None) => {
+            (ResponseBody::Relay(_) | ResponseBody::Driven, None)
+            | (ResponseBody::Driven, Some(_)) => {
                 GatewayBody::full(Bytes::new(), ex, self.shared.clone(), self.cache.clone())
             }
         };
-        let mut resp = Response::new(body);
-        *resp.status_mut() = status;
-        *resp.headers_mut() = response.headers;
-        resp
+        head(response, body)
     }
+}
+
+fn head(response: CoreResponse, body: GatewayBody) -> Response<GatewayBody> {
+    let status = StatusCode::from_u16(response.status()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let mut resp = Response::new(body);
+    *resp.status_mut() = status;
+    *resp.headers_mut() = response.headers;
+    resp
+}
+
+/// Makes an upstream call (also used by the probes).
+pub async fn send(
+    client: UpstreamClient,
+    attempt: Attempt,
+) -> Result<Response<Incoming>, TransportError> {
+    let mut builder = Request::builder().method(attempt.method).uri(&attempt.url);
+    if let Some(h) = builder.headers_mut() {
+        *h = attempt.headers;
+    }
+    let request = builder
+        .body(Full::new(attempt.body))
+        .map_err(|_| TransportError::Other)?;
+    client
+        .request(request)
+        .await
+        .map_err(|e| transport_error(&e))
 }
 
 /// What kind of failure an upstream call met, from the error chain hyper and the OS give.

@@ -7,6 +7,7 @@ mod cache;
 mod clock;
 mod driver;
 mod log_sink;
+mod probes;
 mod server;
 mod shared;
 

@@ -39,7 +39,9 @@ pub async fn serve(
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-    let driver = Arc::new(Driver::new(gateway, Arc::new(Shared::default())));
+    let shared = Arc::new(Shared::default());
+    crate::probes::spawn(gateway.clone(), shared.clone());
+    let driver = Arc::new(Driver::new(gateway, shared));
     eprintln!(
         "fly-fallback {} listening on http://{}",
         gateway_core::VERSION,

@@ -33,7 +33,7 @@ pub async fn get(env: &Env, key: &CacheKey, shared_store: bool) -> Option<Found>
     }
 }
 
-async fn put(env: Env, store: Store) {
+pub async fn put(env: Env, store: Store) {
     let Ok(kv) = env.kv(BINDING) else {
         return;
     };

@@ -9,24 +9,27 @@ mod clock;
 mod http;
 mod kv_cache;
 mod location;
+mod probes;
 mod settings;
 mod shared;
 mod stream;
 
 use std::future::Future;
-use std::pin::pin;
+use std::pin::{pin, Pin};
 
 use bytes::Bytes;
+use futures_channel::mpsc;
 use futures_util::future::{select, Either};
+use futures_util::StreamExt;
 use gateway_core::log::RequestLog;
 use gateway_core::time::Instant;
 use gateway_core::{
-    Action, Attempt, BodyEnd, Exchange, RelayMode, RequestParts, Response as CoreResponse,
-    ResponseBody as CoreBody, TransportError,
+    Action, Attempt, AttemptId, BodyEnd, Exchange, RelayMode, RequestParts,
+    Response as CoreResponse, ResponseBody as CoreBody, TransportError,
 };
 use worker::{
-    event, AbortController, Context, Delay, Env, Fetch, Method, Request, RequestInit, Response,
-    ResponseBody,
+    event, AbortController, AbortSignal, ByteStream, Context, Delay, Env, Fetch, Method, Request,
+    RequestInit, Response, ResponseBody,
 };
 
 #[event(start)]
@@ -59,6 +62,50 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response>
     Ok(drive(ex, &req, declared, &env, &ctx).await)
 }
 
+/// An upstream `fetch` in progress: kept across the core's timers (a keepalive must not
+/// cancel it), aborted when replaced or no longer wanted.
+struct Call {
+    id: AttemptId,
+    future: Pin<Box<dyn Future<Output = Result<Response, TransportError>>>>,
+    /// Taken once answered: aborting then would cut the response's body.
+    controller: Option<AbortController>,
+}
+
+impl Drop for Call {
+    fn drop(&mut self) {
+        if let Some(c) = self.controller.take() {
+            c.abort();
+        }
+    }
+}
+
+/// The IO a request holds between the core's actions.
+#[derive(Default)]
+struct Io {
+    call: Option<Call>,
+    /// The current upstream response and the attempt it belongs to.
+    upstream: Option<(AttemptId, Response)>,
+    /// Its body, once reading chunks began.
+    chunks: Option<ByteStream>,
+}
+
+/// Why the loop stopped.
+enum Exit {
+    Respond(CoreResponse),
+    /// A driven response ended (or its client went away).
+    Ended,
+}
+
+type Sink = mpsc::Sender<worker::Result<Vec<u8>>>;
+
+/// What the loop may need from the request that started it (absent once it runs behind a
+/// driven response).
+struct Origin<'a> {
+    req: &'a Request,
+    declared: Option<u64>,
+    ctx: &'a Context,
+}
+
 async fn drive(
     mut ex: Exchange,
     req: &Request,
@@ -66,17 +113,58 @@ async fn drive(
     env: &Env,
     ctx: &Context,
 ) -> Response {
-    let mut upstream: Option<Response> = None;
+    probes::refresh(env, ctx);
+    let mut io = Io::default();
+    let origin = Origin { req, declared, ctx };
+    let response = match run(&mut ex, &mut io, Some(&origin), env, None).await {
+        Exit::Respond(r) => r,
+        Exit::Ended => CoreResponse::internal("a response ended before it began"),
+    };
+    if let CoreBody::Driven = response.body {
+        // The head goes out now; the loop goes on behind it, feeding the body.
+        let (tx, rx) = mpsc::channel(8);
+        let env = env.clone();
+        let status = response.status();
+        let headers = http::from_map(&response.headers);
+        wasm_bindgen_futures::spawn_local(async move {
+            let mut tx = tx;
+            if let Exit::Respond(_) = run(&mut ex, &mut io, None, &env, Some(&mut tx)).await {
+                let err = worker::Error::RustError("a second response head".into());
+                let _ = send_to(&mut tx, Err(err)).await;
+            }
+            finish(&mut ex);
+        });
+        return match Response::from_stream(rx) {
+            Ok(r) => r.with_status(status).with_headers(headers),
+            Err(_) => internal_error(),
+        };
+    }
+    let upstream = io.upstream.take().map(|(_, r)| r);
+    respond(response, ex, upstream, io.chunks.take(), env, ctx)
+}
+
+/// The core's loop: performs each action it asks for and reports the outcome.
+async fn run(
+    ex: &mut Exchange,
+    io: &mut Io,
+    origin: Option<&Origin<'_>>,
+    env: &Env,
+    mut sink: Option<&mut Sink>,
+) -> Exit {
     loop {
         let seen = shared::generation();
         let action = shared::with(|r| ex.poll_action(clock::now(), r));
         match action {
             Action::ReadBody { limit } => {
-                let read = body::read_all(req.inner().body(), declared, limit);
+                let (body, declared) = match origin {
+                    Some(o) => (o.req.inner().body(), o.declared),
+                    None => (None, None),
+                };
+                let read = body::read_all(body, declared, limit);
                 match until(ex.poll_timeout(), read).await {
                     Some(Ok(b)) => ex.on_body(Bytes::from(b), clock::now()),
                     Some(Err(e)) => ex.on_body_error(e, clock::now()),
-                    None => ex.handle_timeout(clock::now()),
+                    None => timeout(ex),
                 }
             }
             Action::Lookup { key, shared } => {
@@ -86,28 +174,55 @@ async fn drive(
             Action::AwaitFlight => {
                 match until(ex.poll_timeout(), shared::woken_since(seen)).await {
                     Some(()) => ex.on_wakeup(clock::now()),
-                    None => ex.handle_timeout(clock::now()),
+                    None => timeout(ex),
                 }
             }
             Action::Send(attempt) => {
-                let id = attempt.id;
+                // A new attempt replaces whatever the previous one left (dropping a call
+                // aborts it).
+                io.upstream = None;
+                io.chunks = None;
                 let controller = AbortController::default();
-                match until(ex.poll_timeout(), send(attempt, &controller)).await {
-                    Some(Ok(resp)) => {
-                        let status = resp.status_code();
-                        let headers = http::to_map(resp.headers());
-                        upstream = Some(resp);
-                        ex.on_response_head(id, status, headers, clock::now());
+                let signal = controller.signal();
+                io.call = Some(Call {
+                    id: attempt.id,
+                    future: Box::pin(send(attempt, signal)),
+                    controller: Some(controller),
+                });
+                await_call(ex, io).await;
+            }
+            Action::AwaitResponse => await_call(ex, io).await,
+            Action::ReadUpstreamChunk => {
+                if io.chunks.is_none() {
+                    io.chunks = io.upstream.as_mut().and_then(|(_, r)| r.stream().ok());
+                }
+                let id = io.upstream.as_ref().map(|(id, _)| *id);
+                let (Some(id), Some(stream)) = (id, io.chunks.as_mut()) else {
+                    timeout(ex);
+                    continue;
+                };
+                // Safe to abandon at a timer: the stream keeps a read in progress.
+                match until(ex.poll_timeout(), stream.next()).await {
+                    Some(Some(Ok(chunk))) => shared::with(|r| {
+                        ex.on_upstream_chunk(id, Bytes::from(chunk), clock::now(), r)
+                    }),
+                    Some(Some(Err(_))) => {
+                        shared::with(|r| ex.on_upstream_end(id, BodyEnd::Failed, clock::now(), r))
                     }
-                    Some(Err(e)) => ex.on_transport_error(id, e, clock::now()),
-                    None => {
-                        controller.abort();
-                        ex.handle_timeout(clock::now());
+                    Some(None) => {
+                        shared::with(|r| ex.on_upstream_end(id, BodyEnd::Complete, clock::now(), r))
                     }
+                    None => timeout(ex),
                 }
             }
+            Action::Wait => {
+                if let Some(at) = ex.poll_timeout() {
+                    Delay::from(at.remaining(clock::now().instant)).await;
+                }
+                timeout(ex);
+            }
             Action::ReadUpstreamBody { limit } => {
-                let resp = upstream.take();
+                let resp = io.upstream.take().map(|(_, r)| r);
                 let declared = resp.as_ref().and_then(|r| {
                     r.headers()
                         .get("content-length")
@@ -120,14 +235,77 @@ async fn drive(
                     _ => None,
                 });
                 match until(ex.poll_timeout(), body::read_all(stream, declared, limit)).await {
-                    Some(Ok(b)) => ex.on_upstream_body(Bytes::from(b), clock::now()),
-                    Some(Err(e)) => ex.on_upstream_body_error(e, clock::now()),
-                    None => ex.handle_timeout(clock::now()),
+                    Some(Ok(b)) => {
+                        shared::with(|r| ex.on_upstream_body(Bytes::from(b), clock::now(), r))
+                    }
+                    Some(Err(e)) => shared::with(|r| ex.on_upstream_body_error(e, clock::now(), r)),
+                    None => timeout(ex),
                 }
             }
-            Action::Store(store) => kv_cache::store_later(ctx, env, store),
-            Action::Respond(response) => return respond(response, ex, upstream, env, ctx),
+            Action::Store(store) => match origin {
+                Some(o) => kv_cache::store_later(o.ctx, env, store),
+                // Behind a driven response the loop itself is kept alive by the response.
+                None => kv_cache::put(env.clone(), store).await,
+            },
+            Action::Emit(bytes) => {
+                let Some(tx) = sink.as_deref_mut() else {
+                    continue;
+                };
+                if send_to(tx, Ok(Vec::from(bytes))).await.is_err() {
+                    // The client went away.
+                    return Exit::Ended;
+                }
+            }
+            Action::End { abort } => {
+                if let (true, Some(tx)) = (abort, sink.as_deref_mut()) {
+                    let err =
+                        worker::Error::RustError("the upstream's response was cut off".into());
+                    let _ = send_to(tx, Err(err)).await;
+                }
+                return Exit::Ended;
+            }
+            Action::Respond(response) => return Exit::Respond(response),
         }
+    }
+}
+
+/// Sends to a driven response's body, waiting while it is full; `Err` when the client is gone.
+async fn send_to(tx: &mut Sink, item: worker::Result<Vec<u8>>) -> Result<(), ()> {
+    futures_util::future::poll_fn(|cx| tx.poll_ready(cx))
+        .await
+        .map_err(|_| ())?;
+    tx.start_send(item).map_err(|_| ())
+}
+
+fn timeout(ex: &mut Exchange) {
+    shared::with(|r| ex.handle_timeout(clock::now(), r));
+}
+
+/// Waits for the call in progress (or the core's next deadline, which leaves it running).
+async fn await_call(ex: &mut Exchange, io: &mut Io) {
+    let Some(call) = io.call.as_mut() else {
+        if let Some(at) = ex.poll_timeout() {
+            Delay::from(at.remaining(clock::now().instant)).await;
+        }
+        return timeout(ex);
+    };
+    let id = call.id;
+    match until(ex.poll_timeout(), call.future.as_mut()).await {
+        Some(Ok(resp)) => {
+            // Answered: nothing left to abort.
+            if let Some(mut c) = io.call.take() {
+                c.controller = None;
+            }
+            let status = resp.status_code();
+            let headers = http::to_map(resp.headers());
+            io.upstream = Some((id, resp));
+            shared::with(|r| ex.on_response_head(id, status, headers, clock::now(), r));
+        }
+        Some(Err(e)) => {
+            io.call = None;
+            shared::with(|r| ex.on_transport_error(id, e, clock::now(), r));
+        }
+        None => timeout(ex),
     }
 }
 
@@ -135,32 +313,36 @@ fn respond(
     response: CoreResponse,
     mut ex: Exchange,
     upstream: Option<Response>,
+    chunks: Option<ByteStream>,
     env: &Env,
     ctx: &Context,
 ) -> Response {
     let status = response.status();
     let headers = http::from_map(&response.headers);
+    let prefix = response.prefix;
     let built = match (response.body, upstream) {
-        (CoreBody::Relay(RelayMode::Observe), Some(mut up)) => match up.stream() {
-            Ok(s) => {
-                let store = response
-                    .store_on_end
-                    .then(|| kv_cache::store_when_complete(ctx, env));
-                Response::from_stream(stream::Relay::new(s, ex, store))
+        (CoreBody::Relay(RelayMode::Observe), Some(mut up)) => {
+            match chunks.map(Ok).unwrap_or_else(|| up.stream()) {
+                Ok(s) => {
+                    let store = response
+                        .store_on_end
+                        .then(|| kv_cache::store_when_complete(ctx, env));
+                    Response::from_stream(stream::Relay::new(s, prefix, ex, store))
+                }
+                Err(_) => {
+                    // The body was already taken: the core ends the stream as cut off.
+                    let end = shared::with(|r| ex.on_end(BodyEnd::Failed, clock::now(), r));
+                    finish(&mut ex);
+                    Response::from_bytes(end.tail.map(Vec::from).unwrap_or_default())
+                }
             }
-            Err(_) => {
-                // The body was already taken: the core ends the stream as cut off.
-                let end = shared::with(|r| ex.on_end(BodyEnd::Failed, clock::now(), r));
-                finish(&mut ex);
-                Response::from_bytes(end.tail.map(Vec::from).unwrap_or_default())
-            }
-        },
+        }
         // An upstream error body goes to the platform untouched (no copy through wasm).
         (CoreBody::Relay(RelayMode::Untouched), Some(up)) => {
             finish(&mut ex);
             Response::from_body(up.into_parts().1)
         }
-        (CoreBody::Relay(_), None) => {
+        (CoreBody::Relay(_) | CoreBody::Driven, _) => {
             finish(&mut ex);
             Response::empty()
         }
@@ -188,7 +370,7 @@ fn internal_error() -> Response {
     let headers = http::from_map(&r.headers);
     let body = match r.body {
         CoreBody::Full(b) => Vec::from(b),
-        CoreBody::Relay(_) => Vec::new(),
+        CoreBody::Relay(_) | CoreBody::Driven => Vec::new(),
     };
     match Response::from_bytes(body) {
         Ok(resp) => resp.with_status(status).with_headers(headers),
@@ -206,7 +388,7 @@ pub(crate) fn write_log(log: &RequestLog) {
     worker::console_log!("{}", log.to_line());
 }
 
-async fn send(attempt: Attempt, controller: &AbortController) -> Result<Response, TransportError> {
+async fn send(attempt: Attempt, signal: AbortSignal) -> Result<Response, TransportError> {
     let mut init = RequestInit::new();
     init.with_method(Method::from(attempt.method.to_string()))
         .with_headers(http::from_map(&attempt.headers));
@@ -215,7 +397,7 @@ async fn send(attempt: Attempt, controller: &AbortController) -> Result<Response
     }
     let request = Request::new_with_init(&attempt.url, &init).map_err(|_| TransportError::Other)?;
     Fetch::Request(request)
-        .send_with_signal(&controller.signal())
+        .send_with_signal(&signal)
         .await
         .map_err(|e| transport_error(&e.to_string()))
 }

@@ -17,6 +17,8 @@ use worker::{ByteStream, Delay};
 use super::{clock, shared, write_log};
 
 pub struct Relay {
+    /// The events the core read before answering: sent first.
+    prefix: Option<Vec<u8>>,
     inner: ByteStream,
     exchange: Exchange,
     tail: Option<Vec<u8>>,
@@ -57,10 +59,12 @@ impl Wake for LatestWaker {
 impl Relay {
     pub fn new(
         inner: ByteStream,
+        prefix: bytes::Bytes,
         exchange: Exchange,
         store: Option<oneshot::Sender<Store>>,
     ) -> Relay {
         Relay {
+            prefix: (!prefix.is_empty()).then(|| Vec::from(prefix)),
             inner,
             exchange,
             tail: None,
@@ -131,6 +135,9 @@ impl Stream for Relay {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
+        if let Some(prefix) = this.prefix.take() {
+            return Poll::Ready(Some(Ok(prefix)));
+        }
         if let Some(tail) = this.tail.take() {
             return Poll::Ready(Some(Ok(tail)));
         }

@@ -5,11 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{AUTHORIZATION, CONTENT_TYPE};
+use http::header::CONTENT_TYPE;
 use http::{HeaderMap, HeaderValue};
 
 use super::response::Response;
-use super::{Attempt, AttemptId, Exchange, ResponseBody, Step, Timer, UpstreamHead};
+use super::{Exchange, ResponseBody, Step, Timer, UpstreamHead};
 use crate::cache::{self, CacheEntry, CachePlan, CacheStatus};
 use crate::error::GatewayError;
 use crate::gateway::Plan;
@@ -22,7 +22,21 @@ impl Exchange {
     pub(super) fn fail(&mut self, err: GatewayError) {
         self.deadline = None;
         self.log.error_code = err.code().map(str::to_string);
-        let response = Response::error(&err, &self.request_id, self.cache_status);
+        if self.committed {
+            // The head is out: the failure can only be told as one error event.
+            self.outbox = Some(Bytes::from(err.sse_event()));
+            self.step = Step::End { abort: false };
+            return;
+        }
+        let mut response = Response::error(&err, &self.request_id, self.cache_status);
+        let last = self.log.attempts.last().and_then(|a| {
+            self.gw
+                .settings()
+                .upstreams
+                .iter()
+                .position(|u| u.name == a.upstream)
+        });
+        self.routing_headers(&mut response.headers, last);
         self.step = Step::Respond(response);
     }
 
@@ -31,7 +45,7 @@ impl Exchange {
     }
 
     /// The body is in (or not needed): validate, answer locally, or prepare the upstream call.
-    pub(super) fn plan(&mut self) {
+    pub(super) fn plan(&mut self, now: Now, router: &mut Router) {
         let Some(admitted) = &self.admitted else {
             return self.fail(GatewayError::Internal {
                 message: "planned before admission".into(),
@@ -50,6 +64,26 @@ impl Exchange {
                     status: reply.status,
                     headers,
                     body: ResponseBody::Full(reply.body),
+                    prefix: Bytes::new(),
+                    store_on_end: false,
+                });
+            }
+            Plan::Status => {
+                let status =
+                    router.status(self.gw.settings(), self.gw.runtime(), now.instant, now.unix);
+                let body = serde_json::to_vec(&status).unwrap_or_default();
+                let mut headers = HeaderMap::with_capacity(3);
+                headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                headers.insert(
+                    http::header::CACHE_CONTROL,
+                    HeaderValue::from_static("no-store"),
+                );
+                headers.insert(headers::REQUEST_ID, self.request_id.clone());
+                self.step = Step::Respond(Response {
+                    status: 200,
+                    headers,
+                    body: ResponseBody::Full(Bytes::from(body)),
+                    prefix: Bytes::new(),
                     store_on_end: false,
                 });
             }
@@ -57,9 +91,25 @@ impl Exchange {
                 self.log.model = forward.model.clone();
                 self.log.stream = forward.stream;
                 if admitted.route.has_body() {
-                    let plan =
-                        self.gw
-                            .cache_plan(admitted, &forward, headers::Pairs(&self.headers));
+                    let first = if self.gw.settings().routing.cache_per_region {
+                        let req = crate::router::OrderRequest {
+                            model: forward.model.as_deref().unwrap_or(""),
+                            client: self.client_point,
+                            pin: self.pin.as_deref(),
+                            now: now.instant,
+                            random: self.random,
+                        };
+                        router.order(self.gw.settings(), &req).first().copied()
+                    } else {
+                        None
+                    };
+                    let route = self.gw.cache_route(&forward, first);
+                    let plan = self.gw.cache_plan(
+                        admitted,
+                        &forward,
+                        &route,
+                        headers::Pairs(&self.headers),
+                    );
                     match plan {
                         CachePlan::Bypass(_) => self.cache_status = Some(CacheStatus::Bypass),
                         CachePlan::Use(l) => {
@@ -85,7 +135,10 @@ impl Exchange {
             self.step = Step::Send;
             return;
         };
-        let max_wait = Duration::from_millis(self.gw.settings().upstream_timeout_ms);
+        let max_wait = self
+            .gw
+            .settings()
+            .first_byte_timeout(self.log.model.as_deref());
         match router.join(key, now.instant, max_wait) {
             Join::Lead(id) => {
                 self.leading = Some((key, id));
@@ -155,60 +208,24 @@ impl Exchange {
             status: entry.status,
             headers,
             body: ResponseBody::Full(entry.body.clone()),
+            prefix: Bytes::new(),
             store_on_end: false,
         });
-    }
-
-    pub(super) fn attempt(&mut self, now: Now) -> Attempt {
-        self.attempts += 1;
-        self.sent_at = Some(now.instant);
-        self.set_deadline(
-            now.instant,
-            self.gw.settings().upstream_timeout_ms,
-            Timer::Upstream,
-        );
-        self.step = Step::AwaitHead;
-        let (method, url) = match &self.forward {
-            Some(f) => (f.method, f.url.clone()),
-            None => ("GET", String::new()),
-        };
-        // The client's headers and body are handed over, not kept: natively they are slices of
-        // the connection's read buffer, which a long stream would otherwise pin (about 8 KiB a
-        // stream). A second attempt (failover) will keep a compact copy instead.
-        let client_headers = std::mem::take(&mut self.headers);
-        let body = std::mem::take(&mut self.body);
-        let mut out = HeaderMap::with_capacity(client_headers.len() + 3);
-        // A name comes once for all its values (`None` for the later ones).
-        let mut current: Option<(http::HeaderName, bool)> = None;
-        for (name, value) in client_headers {
-            if let Some(n) = name {
-                let forward = headers::forward_to_upstream(n.as_str());
-                current = Some((n, forward));
-            }
-            if let Some((n, true)) = &current {
-                out.append(n.clone(), value);
-            }
-        }
-        if let Some(auth) = self.gw.upstream_authorization() {
-            out.insert(AUTHORIZATION, auth.clone());
-        }
-        out.insert(
-            http::header::ACCEPT_ENCODING,
-            HeaderValue::from_static("identity"),
-        );
-        out.insert(headers::REQUEST_ID, self.request_id.clone());
-        Attempt {
-            id: AttemptId(self.attempts),
-            method,
-            url,
-            headers: out,
-            body: if method == "GET" { Bytes::new() } else { body },
-        }
     }
 
     /// The response for an upstream answer: its status and the headers that may cross, with
     /// the gateway's own.
     pub(super) fn upstream_response(&self, head: &UpstreamHead, body: ResponseBody) -> Response {
+        self.upstream_response_from(head, body, self.current.map(|(i, _)| i))
+    }
+
+    /// As [`Exchange::upstream_response`], for the answer of upstream `upstream`.
+    pub(super) fn upstream_response_from(
+        &self,
+        head: &UpstreamHead,
+        body: ResponseBody,
+        upstream: Option<usize>,
+    ) -> Response {
         let mut out = HeaderMap::with_capacity(head.headers.len() + 3);
         for (name, value) in &head.headers {
             if headers::forward_to_client(name.as_str()) {
@@ -225,10 +242,12 @@ impl Exchange {
                 HeaderValue::from_static(c.header_value()),
             );
         }
+        self.routing_headers(&mut out, upstream);
         Response {
             status: head.status,
             headers: out,
             body,
+            prefix: Bytes::new(),
             store_on_end: false,
         }
     }
@@ -240,8 +259,16 @@ impl Exchange {
                 self.log.bytes_out = b.len() as u64;
                 self.step = Step::Done;
             }
-            ResponseBody::Relay(_) => self.step = Step::Relaying,
+            ResponseBody::Relay(_) => {
+                self.log.bytes_out = self.log.bytes_out.max(response.prefix.len() as u64);
+                self.step = Step::Relaying;
+            }
+            // Never given by a step: see `commit`.
+            ResponseBody::Driven => {}
         }
+        // The client's request is no longer needed for another attempt.
+        self.body = Bytes::new();
+        self.forward_headers = None;
         let entry = self.landing.take();
         if !response.store_on_end {
             // Nothing more will come of this flight.

@@ -13,15 +13,28 @@
 //!         Action::Lookup { key, shared }      => ex.on_lookup(stored entry or None, now)
 //!         Action::AwaitFlight                 => race(router wake-up, ex.poll_timeout())
 //!                                                -> ex.on_wakeup / ex.handle_timeout
-//!         Action::Send(attempt)               => race(send, ex.poll_timeout())
+//!         Action::Send(attempt)               => drop any call in progress; start this one and
+//!                                                keep it until answered: race(it, ex.poll_timeout())
 //!                                                -> ex.on_response_head / ex.on_transport_error
 //!                                                   / ex.handle_timeout
+//!         Action::AwaitResponse               => race(the call in progress, ex.poll_timeout())
+//!                                                (same reports as Send)
+//!         Action::ReadUpstreamChunk           => race(next chunk of the upstream body,
+//!                                                ex.poll_timeout()) -> ex.on_upstream_chunk /
+//!                                                ex.on_upstream_end / ex.handle_timeout (a read
+//!                                                in progress must survive the timer)
+//!         Action::Wait                        => sleep until ex.poll_timeout(); ex.handle_timeout
+//!         Action::Emit(bytes)                 => (a driven response) send bytes to the client
+//!         Action::End { abort }               => (a driven response) end it; break
 //!         Action::ReadUpstreamBody { limit }  => race(read whole body, ex.poll_timeout())
 //!                                                -> ex.on_upstream_body / ex.on_upstream_body_error
 //!                                                   / ex.handle_timeout
 //!         Action::Store(store)                => write it in the background; report the shared
 //!                                                store's outcome with router.store_result
-//!         Action::Respond(response)           => send it; break
+//!         Action::Respond(response)           => send its head, then `prefix`, then its body;
+//!                                                break, unless the body is `Driven`: then keep
+//!                                                running this loop behind the response (Emit
+//!                                                feeds its body) until End
 //!     }
 //! }
 //! // A relayed body: hand each chunk to the client, then ex.on_chunk(&chunk, now) (observation
@@ -31,6 +44,7 @@
 //! ```
 //! Every branch the runtime takes is IO; none is a decision.
 
+mod attempts;
 mod decide;
 mod relay;
 mod response;
@@ -50,12 +64,14 @@ use crate::error::{ConfigError, GatewayError, TransportError};
 use crate::gateway::{Admitted, Forward, Gateway, RequestHead, ResponseMode};
 use crate::geo::ClientLocation;
 use crate::headers;
+use crate::log::AttemptLog;
 use crate::log::{format_time, RequestLog};
 use crate::request_id;
-use crate::router::{FlightId, Router};
+use crate::router::{FlightId, Router, Verdict};
 use crate::sse::SseObserver;
 use crate::time::{millis_f64, Instant, Now};
 
+use attempts::Held;
 use decide::header_str;
 pub use response::{RelayMode, Response, ResponseBody};
 
@@ -78,6 +94,9 @@ pub struct AttemptId(pub u32);
 #[derive(Debug, Clone)]
 pub struct Attempt {
     pub id: AttemptId,
+    /// Index of the upstream in the settings.
+    pub upstream: usize,
+    pub upstream_name: String,
     pub method: &'static str,
     pub url: String,
     pub headers: HeaderMap,
@@ -159,8 +178,18 @@ pub enum Action {
     Lookup { key: CacheKey, shared: bool },
     /// Wait for [`Router::take_wakeup`] (another request's answer) or [`Exchange::poll_timeout`].
     AwaitFlight,
-    /// Call the upstream.
+    /// Call an upstream (dropping any call still in progress).
     Send(Attempt),
+    /// Keep waiting for the call in progress.
+    AwaitResponse,
+    /// Read the next chunk of the current upstream body.
+    ReadUpstreamChunk,
+    /// Wait until [`Exchange::poll_timeout`], then [`Exchange::handle_timeout`].
+    Wait,
+    /// A driven response: send these bytes to the client.
+    Emit(Bytes),
+    /// A driven response is over; `abort`: end it with an error (not an event stream).
+    End { abort: bool },
     /// Read the upstream's whole body, refusing more than `limit` bytes.
     ReadUpstreamBody { limit: u64 },
     /// Write a cache entry in the background, then poll again.
@@ -183,8 +212,17 @@ const TIMER_SLACK: Duration = Duration::from_millis(1);
 enum Timer {
     Body,
     Flight,
+    /// The current attempt's first byte (and, for a stream, first content).
     Upstream,
+    /// Before another round of attempts.
+    Backoff,
+    /// Silence between two chunks of a driven stream.
+    Idle,
 }
+
+/// A stream's events before the first one with content are held back (an error or a cut before
+/// content is replaced by the next upstream's stream); beyond this much, they are let through.
+const MAX_HELD_PREFIX: usize = 64 * 1024;
 
 #[derive(Debug)]
 enum Step {
@@ -198,11 +236,20 @@ enum Step {
     CheckFlight,
     Send,
     AwaitHead,
+    /// Reading a stream's events (before content; or all of them in a driven response).
+    AwaitChunk,
+    /// Waiting before another round of attempts.
+    Backoff,
     ReadUpstream,
     AwaitUpstreamBody,
     Store(Store, Response),
     Respond(Response),
     Relaying,
+    /// A driven response's last steps.
+    StoreThenEnd(Store),
+    End {
+        abort: bool,
+    },
     Done,
 }
 
@@ -251,6 +298,39 @@ pub struct Exchange {
     /// Bytes of the relayed body reported so far.
     relay_counted: u64,
     finished: bool,
+    /// State for choices (power of two, jitter), seeded from the runtime's random bytes.
+    random: u64,
+    /// Where the client is, for the nearest upstream.
+    client_point: Option<(f64, f64)>,
+    /// `x-gateway-region`.
+    pin: Option<String>,
+    /// Upstreams in the order to try; computed at the first attempt.
+    order: Option<Vec<usize>>,
+    next_in_order: usize,
+    /// Rounds of attempts started after every upstream in the order was tried.
+    rounds: u32,
+    /// An upstream chosen for the attempt after a backoff.
+    after_backoff: Option<usize>,
+    /// No attempt starts after this.
+    attempts_deadline: Option<Instant>,
+    /// The upstream of the attempt in progress (in flight in the router), and whether its
+    /// verdict was given.
+    current: Option<(usize, bool)>,
+    /// The headers sent upstream on every attempt (the client's, filtered).
+    forward_headers: Option<HeaderMap>,
+    /// The last upstream answer that may be given to the client if every attempt fails.
+    held: Option<Held>,
+    auth_failures: u32,
+    last_failure: Option<GatewayError>,
+    /// A stream's events before content.
+    prefix: Vec<Bytes>,
+    prefix_len: usize,
+    /// The response head went out before the upstream was known (keepalives): the body is
+    /// driven through [`Action::Emit`].
+    committed: bool,
+    commit_due: bool,
+    keepalive_at: Option<Instant>,
+    outbox: Option<Bytes>,
 }
 
 impl std::fmt::Debug for Exchange {
@@ -264,7 +344,7 @@ impl std::fmt::Debug for Exchange {
 
 impl Exchange {
     /// Starts the exchange for a request head. `random` must be 16 bytes from the runtime's
-    /// RNG (for a request id when the client sent none).
+    /// RNG (for a request id when the client sent none, and the choices between upstreams).
     pub fn new(gw: Arc<Gateway>, parts: RequestParts<'_>, now: Now, random: [u8; 16]) -> Exchange {
         let mut ex = Exchange::start(gw, &parts, now, random);
         let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
@@ -289,6 +369,11 @@ impl Exchange {
                 }
             }
         }
+        ex.pin = header(headers::PIN_REGION)
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(|p| p.chars().take(64).collect());
+        ex.client_point = attempts::client_point(ex.gw.settings(), &parts.location, &parts.headers);
         ex.headers = parts.headers;
         ex
     }
@@ -350,6 +435,28 @@ impl Exchange {
             relay: None,
             relay_counted: 0,
             finished: false,
+            random: u64::from_le_bytes([
+                random[8], random[9], random[10], random[11], random[12], random[13], random[14],
+                random[15],
+            ]) | 1,
+            client_point: None,
+            pin: None,
+            order: None,
+            next_in_order: 0,
+            rounds: 0,
+            after_backoff: None,
+            attempts_deadline: None,
+            current: None,
+            forward_headers: None,
+            held: None,
+            auth_failures: 0,
+            last_failure: None,
+            prefix: Vec::new(),
+            prefix_len: 0,
+            committed: false,
+            commit_due: false,
+            keepalive_at: None,
+            outbox: None,
         }
     }
 
@@ -360,6 +467,12 @@ impl Exchange {
 
     /// The next action. Cheap and free of IO: the runtime may hold the router's lock around it.
     pub fn poll_action(&mut self, now: Now, router: &mut Router) -> Action {
+        if let Some(bytes) = self.outbox.take() {
+            return Action::Emit(bytes);
+        }
+        if std::mem::take(&mut self.commit_due) {
+            return Action::Respond(self.commit(now));
+        }
         loop {
             match std::mem::replace(&mut self.step, Step::Done) {
                 Step::ReadBody => {
@@ -373,7 +486,7 @@ impl Exchange {
                         limit: self.gw.settings().max_body_bytes,
                     };
                 }
-                Step::Plan => self.plan(),
+                Step::Plan => self.plan(now, router),
                 Step::Lookup => match &self.lookup {
                     Some(l) if l.read => {
                         self.step = Step::AwaitLookup;
@@ -392,7 +505,26 @@ impl Exchange {
                     self.step = Step::AwaitFlight;
                     return Action::AwaitFlight;
                 }
-                Step::Send => return Action::Send(self.attempt(now)),
+                Step::Send => {
+                    if let Some(attempt) = self.start_attempt(now, router) {
+                        return Action::Send(attempt);
+                    }
+                    if let Some(bytes) = self.outbox.take() {
+                        return Action::Emit(bytes);
+                    }
+                }
+                Step::AwaitHead => {
+                    self.step = Step::AwaitHead;
+                    return Action::AwaitResponse;
+                }
+                Step::AwaitChunk => {
+                    self.step = Step::AwaitChunk;
+                    return Action::ReadUpstreamChunk;
+                }
+                Step::Backoff => {
+                    self.step = Step::Backoff;
+                    return Action::Wait;
+                }
                 Step::ReadUpstream => {
                     self.step = Step::AwaitUpstreamBody;
                     return Action::ReadUpstreamBody {
@@ -411,16 +543,26 @@ impl Exchange {
                     self.respond_started(&response, now, router);
                     return Action::Respond(response);
                 }
+                Step::StoreThenEnd(store) => {
+                    self.step = Step::End { abort: false };
+                    return Action::Store(store);
+                }
+                Step::End { abort } => {
+                    self.step = Step::Done;
+                    return Action::End { abort };
+                }
                 // Asked for an action while one is outstanding: the runtime skipped a report.
                 // Answer rather than hang.
                 step @ (Step::AwaitBody
                 | Step::AwaitLookup
-                | Step::AwaitHead
                 | Step::AwaitUpstreamBody
                 | Step::Relaying
                 | Step::Done) => {
                     if matches!(step, Step::Relaying | Step::Done) {
                         self.step = step;
+                        if self.committed {
+                            return Action::End { abort: false };
+                        }
                         return Action::Respond(Response::internal(
                             "the response was already sent",
                         ));
@@ -434,25 +576,48 @@ impl Exchange {
     }
 
     /// The instant by which the outstanding IO must have been reported, if any. While a body is
-    /// relayed: when the upstream will have been silent for too long (then call
+    /// relayed by the runtime: when the upstream will have been silent for too long (then call
     /// [`Exchange::handle_relay_timeout`]).
     pub fn poll_timeout(&self) -> Option<Instant> {
         if let Step::Relaying = self.step {
             let relay = self.relay.as_ref().filter(|r| !r.ended)?;
-            let idle = Duration::from_millis(self.gw.settings().stream_idle_timeout_ms);
-            return Some(relay.last_activity.plus(idle));
+            return Some(relay.last_activity.plus(self.idle_timeout()));
         }
-        self.deadline.map(|(t, _)| t)
+        let deadline = self.deadline.map(|(t, _)| t);
+        // Keepalives only interrupt waits that survive a timer (never a body being read whole).
+        let keepalive = match self.step {
+            Step::AwaitHead | Step::AwaitChunk | Step::Backoff => self.keepalive_at,
+            _ => None,
+        };
+        match (deadline, keepalive) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// The deadline passed: decides what that means for the step in progress.
-    pub fn handle_timeout(&mut self, now: Now) {
+    pub fn handle_timeout(&mut self, now: Now, router: &mut Router) {
+        // A timer set in whole milliseconds against a millisecond clock (the Worker's) may fire
+        // just before the instant; it still counts, rather than leave the step waiting.
+        let due = |at: Instant| now.instant.plus(TIMER_SLACK) >= at;
+        if matches!(
+            self.step,
+            Step::AwaitHead | Step::AwaitChunk | Step::Backoff
+        ) {
+            if let Some(at) = self.keepalive_at.filter(|&at| due(at)) {
+                let interval = self.gw.settings().routing.keepalive_interval;
+                self.keepalive_at = Some(at.max(now.instant).plus(interval));
+                if self.committed {
+                    self.outbox = Some(Bytes::from_static(b": keepalive\n\n"));
+                } else {
+                    self.commit_due = true;
+                }
+            }
+        }
         let Some((at, timer)) = self.deadline else {
             return;
         };
-        // A timer set in whole milliseconds against a millisecond clock (the Worker's) may fire
-        // just before the instant; it still counts, rather than leave the step waiting.
-        if now.instant.plus(TIMER_SLACK) < at {
+        if !due(at) {
             return;
         }
         self.deadline = None;
@@ -463,9 +628,18 @@ impl Exchange {
                 self.waiting = None;
                 self.step = Step::Send;
             }
-            (Timer::Upstream, Step::AwaitHead | Step::AwaitUpstreamBody) => {
-                self.fail(GatewayError::UpstreamTimeout)
+            (Timer::Upstream, Step::AwaitHead | Step::AwaitUpstreamBody | Step::AwaitChunk) => {
+                self.log.upstream_error = Some(TransportError::TimedOut.as_str());
+                self.attempt_failed(
+                    now,
+                    router,
+                    Verdict::Failed,
+                    "timed_out",
+                    attempts::Failure::Error(GatewayError::UpstreamTimeout),
+                );
             }
+            (Timer::Backoff, Step::Backoff) => self.step = Step::Send,
+            (Timer::Idle, Step::AwaitChunk) => self.driven_stalled(now, router),
             _ => {}
         }
     }
@@ -527,7 +701,14 @@ impl Exchange {
     }
 
     /// The upstream's response head for an attempt.
-    pub fn on_response_head(&mut self, id: AttemptId, status: u16, headers: HeaderMap, now: Now) {
+    pub fn on_response_head(
+        &mut self,
+        id: AttemptId,
+        status: u16,
+        headers: HeaderMap,
+        now: Now,
+        router: &mut Router,
+    ) {
         if !matches!(self.step, Step::AwaitHead) || id != AttemptId(self.attempts) {
             return;
         }
@@ -536,13 +717,26 @@ impl Exchange {
         }
         if !(200..=599).contains(&status) {
             // Not a final status a client can be given (and the Worker's platform refuses it).
-            self.deadline = None;
-            return self.fail(GatewayError::UpstreamInvalidResponse);
+            return self.attempt_failed(
+                now,
+                router,
+                Verdict::Failed,
+                "invalid_status",
+                attempts::Failure::Error(GatewayError::UpstreamInvalidResponse),
+            );
         }
         let head = UpstreamHead { status, headers };
+        if attempts::may_fail_over(status) {
+            // Read (bounded) to decide: the body may say the quota is spent, or when to come
+            // back; and it is what the client gets if no other upstream does better.
+            self.upstream = Some(head);
+            self.step = Step::ReadUpstream;
+            return;
+        }
         if matches!(status, 204 | 205 | 304) {
             // These never carry a body (HTTP says so, and the Worker's platform refuses one).
             self.deadline = None;
+            self.healthy(now, router);
             let response = self.upstream_response(&head, ResponseBody::Full(Bytes::new()));
             self.step = Step::Respond(response);
             return;
@@ -567,7 +761,8 @@ impl Exchange {
                 self.step = Step::ReadUpstream;
             }
             ResponseMode::Stream => {
-                self.deadline = None;
+                // The first-byte deadline runs on until the first event with content: until
+                // then another upstream can still take over, unseen by the client.
                 let recorder = self.lookup.as_ref().and_then(|l| {
                     l.stream_recorder(
                         status,
@@ -575,20 +770,20 @@ impl Exchange {
                         header_str(&head.headers, "cache-control"),
                     )
                 });
-                let store_on_end = recorder.is_some();
                 self.relay = Some(Relay {
                     sse: Some(SseObserver::new()),
                     recorder,
                     ended: false,
                     last_activity: now.instant,
                 });
-                let mut response =
-                    self.upstream_response(&head, ResponseBody::Relay(RelayMode::Observe));
-                response.store_on_end = store_on_end;
-                self.step = Step::Respond(response);
+                self.prefix.clear();
+                self.prefix_len = 0;
+                self.upstream = Some(head);
+                self.step = Step::AwaitChunk;
             }
             ResponseMode::PassThrough => {
                 self.deadline = None;
+                self.healthy(now, router);
                 self.relay = Some(Relay {
                     sse: None,
                     recorder: None,
@@ -605,40 +800,69 @@ impl Exchange {
                         .and_then(|v| v.trim().parse().ok())
                         .unwrap_or(0);
                 }
+                if self.committed {
+                    // Headers are out: an answer that is not a stream can only be told as an
+                    // error event.
+                    return self.give_up_with(now, router, Some(head));
+                }
                 self.step = Step::Respond(response);
             }
         }
     }
 
     /// An attempt failed before a response head.
-    pub fn on_transport_error(&mut self, id: AttemptId, e: TransportError, _now: Now) {
+    pub fn on_transport_error(
+        &mut self,
+        id: AttemptId,
+        e: TransportError,
+        now: Now,
+        router: &mut Router,
+    ) {
         if !matches!(self.step, Step::AwaitHead) || id != AttemptId(self.attempts) {
             return;
         }
-        self.deadline = None;
         self.log.upstream_error = Some(e.as_str());
-        self.fail(match e {
+        let err = match e {
             TransportError::TimedOut => GatewayError::UpstreamTimeout,
             cause => GatewayError::UpstreamUnreachable { cause },
-        });
+        };
+        self.attempt_failed(
+            now,
+            router,
+            Verdict::Failed,
+            e.as_str(),
+            attempts::Failure::Error(err),
+        );
     }
 
     /// The upstream's whole body, for [`Action::ReadUpstreamBody`].
-    pub fn on_upstream_body(&mut self, body: Bytes, now: Now) {
+    pub fn on_upstream_body(&mut self, body: Bytes, now: Now, router: &mut Router) {
         if !matches!(self.step, Step::AwaitUpstreamBody) {
             return;
         }
-        self.deadline = None;
-        let usage = match self.gw.check_buffered(&body) {
-            Ok(u) => u,
-            Err(e) => return self.fail(e),
-        };
-        self.log.set_usage(usage);
         let Some(head) = self.upstream.take() else {
             return self.fail(GatewayError::Internal {
                 message: "no upstream head".into(),
             });
         };
+        if attempts::may_fail_over(head.status) {
+            return self.upstream_refused(head, body, now, router);
+        }
+        let usage = match self.gw.check_buffered(&body) {
+            Ok(u) => u,
+            Err(e) => {
+                return self.attempt_failed(
+                    now,
+                    router,
+                    Verdict::Failed,
+                    "invalid_body",
+                    attempts::Failure::Error(e),
+                )
+            }
+        };
+        self.deadline = None;
+        self.healthy(now, router);
+        self.log.set_usage(usage);
         let entry = self.lookup.as_ref().and_then(|l| {
             l.buffered_entry(
                 head.status,
@@ -666,11 +890,16 @@ impl Exchange {
         }
     }
 
-    pub fn on_upstream_body_error(&mut self, _e: BodyError, _now: Now) {
+    pub fn on_upstream_body_error(&mut self, _e: BodyError, now: Now, router: &mut Router) {
         if !matches!(self.step, Step::AwaitUpstreamBody) {
             return;
         }
-        self.deadline = None;
-        self.fail(GatewayError::UpstreamInvalidResponse);
+        self.attempt_failed(
+            now,
+            router,
+            Verdict::Failed,
+            "body_failed",
+            attempts::Failure::Error(GatewayError::UpstreamInvalidResponse),
+        );
     }
 }

@@ -95,8 +95,16 @@ impl Exchange {
         if !matches!(self.step, Step::Relaying) || now.instant < deadline {
             return None;
         }
+        self.handle_relay_timeout_inner(now, router)
+    }
+
+    pub(super) fn handle_relay_timeout_inner(
+        &mut self,
+        now: Now,
+        router: &mut Router,
+    ) -> Option<EndOfRelay> {
         let err = GatewayError::UpstreamStreamStalled {
-            idle_ms: self.gw.settings().stream_idle_timeout_ms,
+            idle_ms: self.idle_timeout().as_millis() as u64,
         };
         self.log.error_code = err.code().map(str::to_string);
         self.land(None, now, router);
@@ -127,6 +135,7 @@ impl Exchange {
             return None;
         }
         self.land(None, now, router);
+        self.release_current(router);
         if let Some(relay) = &self.relay {
             if relay.sse.is_some() && !relay.ended {
                 // The client went away before the stream ended.

@@ -25,6 +25,9 @@ pub enum ResponseBody {
     Full(Bytes),
     /// The current attempt's upstream body.
     Relay(RelayMode),
+    /// Bytes the exchange goes on emitting ([`crate::Action::Emit`]) until
+    /// [`crate::Action::End`]: the runtime keeps driving it behind the response.
+    Driven,
 }
 
 #[derive(Debug, Clone)]
@@ -33,6 +36,9 @@ pub struct Response {
     /// Every header to send, the gateway's own included.
     pub headers: HeaderMap,
     pub body: ResponseBody,
+    /// Bytes to send before the relayed body: the upstream's events the exchange already read
+    /// (held back until the first content, so another upstream could still take over).
+    pub prefix: Bytes,
     /// A relayed stream that is being recorded: its end may yield a [`super::Store`] (a runtime
     /// that must register background work before it returns the response does so now).
     pub store_on_end: bool,
@@ -66,6 +72,7 @@ impl Response {
             status: err.status(),
             headers,
             body: ResponseBody::Full(Bytes::from(err.body())),
+            prefix: Bytes::new(),
             store_on_end: false,
         }
     }

@@ -41,8 +41,8 @@ fn gateway(config: &str) -> Arc<Gateway> {
 }
 
 /// Timeouts small enough to read: body 1 s, upstream 1.5 s (as in the conformance suite),
-/// 2 s of silence in a stream.
-const CONFIG: &str = r#"{"max_body_bytes":1000,"body_timeout_ms":1000,"upstream_timeout_ms":1500,"stream_idle_timeout_ms":2000,"max_upstream_response_bytes":500}"#;
+/// 2 s of silence in a stream; one attempt (failover is tested with [`REGIONS`]).
+const CONFIG: &str = r#"{"max_body_bytes":1000,"body_timeout_ms":1000,"upstream_timeout_ms":1500,"stream_idle_timeout_ms":2000,"max_upstream_response_bytes":500,"routing":{"max_attempts":1,"keepalive_after_ms":0}}"#;
 
 /// What the client sends after its head.
 #[derive(Clone)]
@@ -119,6 +119,10 @@ impl Outcome {
     }
 }
 
+/// The current upstream body: chunks (ms after the previous one), the next one, its end, and
+/// when the last one came (µs).
+type Cursor = (Vec<(u64, &'static [u8])>, usize, BodyEnd, u64);
+
 /// The runtime, played on virtual time.
 struct Sim {
     gw: Arc<Gateway>,
@@ -126,7 +130,18 @@ struct Sim {
     now_us: u64,
     store: BTreeMap<CacheKey, Arc<CacheEntry>>,
     sends: Vec<Attempt>,
+    /// When (ms) each attempt was sent.
+    send_times: Vec<u64>,
     shared_lookups: Vec<bool>,
+    /// The call in progress: its id, when it answers (µs), and how.
+    pending: Option<(AttemptId, Option<u64>, Up)>,
+    /// The current upstream body: chunks, the next one, its end, when the last one came (µs).
+    chunks: Cursor,
+    /// What a driven response emitted (ms, bytes), and how it ended.
+    emitted: Vec<(u64, Bytes)>,
+    ended: Option<bool>,
+    /// The upstream scripts a driven response goes on with.
+    driven_ups: Vec<Up>,
 }
 
 impl Sim {
@@ -137,7 +152,13 @@ impl Sim {
             now_us: 1_000_000,
             store: BTreeMap::new(),
             sends: Vec::new(),
+            send_times: Vec::new(),
             shared_lookups: Vec::new(),
+            pending: None,
+            chunks: (Vec::new(), 0, BodyEnd::Complete, 0),
+            emitted: Vec::new(),
+            ended: None,
+            driven_ups: Vec::new(),
         }
     }
 
@@ -197,15 +218,20 @@ impl Sim {
     /// Waits `ms` for an event, unless the exchange's deadline comes first (then it is handled
     /// and `false` returned).
     fn wait(&mut self, ex: &mut Exchange, ms: u64) -> bool {
-        let due = self.now_us + ms * 1000;
+        let due = self.now_us.saturating_add(ms.saturating_mul(1000));
+        self.wait_until(ex, due)
+    }
+
+    fn wait_until(&mut self, ex: &mut Exchange, due: u64) -> bool {
         match ex.poll_timeout() {
             Some(t) if t.as_micros() <= due => {
-                self.now_us = t.as_micros();
-                ex.handle_timeout(self.now());
+                self.now_us = self.now_us.max(t.as_micros());
+                let now = self.now();
+                ex.handle_timeout(now, &mut self.router);
                 false
             }
             _ => {
-                self.now_us = due;
+                self.now_us = self.now_us.max(due);
                 true
             }
         }
@@ -217,100 +243,203 @@ impl Sim {
     }
 
     /// Runs the exchange to its response; relays the body; finishes it.
-    fn drive(&mut self, mut ex: Exchange, client: ClientBody, up: &Up) -> Outcome {
+    fn drive(&mut self, ex: Exchange, client: ClientBody, up: &Up) -> Outcome {
+        self.drive_seq(ex, client, std::slice::from_ref(up))
+    }
+
+    /// As [`Sim::drive`], attempt `n` (from 1) answered by `ups[n - 1]` (the last one for any
+    /// later attempt).
+    fn drive_seq(&mut self, mut ex: Exchange, client: ClientBody, ups: &[Up]) -> Outcome {
         let started = self.ms();
-        let response = self.until_response(&mut ex, client, up);
-        self.relay(ex, response, up, started)
+        let response = self.until_response_seq(&mut ex, client, ups);
+        self.finish_response(ex, response, started)
     }
 
     fn until_response(&mut self, ex: &mut Exchange, client: ClientBody, up: &Up) -> Response {
+        self.until_response_seq(ex, client, std::slice::from_ref(up))
+    }
+
+    fn script(ups: &[Up], attempt: u32) -> Up {
+        let i = (attempt as usize)
+            .saturating_sub(1)
+            .min(ups.len().saturating_sub(1));
+        ups.get(i).cloned().unwrap_or(Up::Silent)
+    }
+
+    fn until_response_seq(
+        &mut self,
+        ex: &mut Exchange,
+        client: ClientBody,
+        ups: &[Up],
+    ) -> Response {
         loop {
-            match self.poll(ex) {
-                Action::ReadBody { limit } => match &client {
-                    ClientBody::After(ms, body) => {
-                        if self.wait(ex, *ms) {
-                            if body.len() as u64 > limit {
-                                ex.on_body_error(BodyError::TooLarge, self.now());
-                            } else {
-                                ex.on_body(Bytes::from_static(body), self.now());
-                            }
-                        }
-                    }
-                    ClientBody::TooLarge(ms) => {
-                        if self.wait(ex, *ms) {
-                            ex.on_body_error(BodyError::TooLarge, self.now());
-                        }
-                    }
-                    ClientBody::Never => {
-                        assert!(!self.wait(ex, u64::MAX / 4000), "a body deadline exists");
-                    }
-                },
-                Action::Lookup { key, shared } => {
-                    self.shared_lookups.push(shared);
-                    let found = self.store.get(&key).cloned().map(Found::Entry);
-                    ex.on_lookup(found, self.now());
-                }
-                Action::AwaitFlight => {
-                    // Nobody else runs in a single-exchange simulation: the wait times out.
-                    assert!(
-                        !self.wait(ex, u64::MAX / 4000),
-                        "a flight wait has a deadline"
-                    );
-                }
-                Action::Send(attempt) => {
-                    let id = attempt.id;
-                    self.sends.push(attempt);
-                    match up {
-                        Up::Head {
-                            after_ms,
-                            status,
-                            headers,
-                            ..
-                        } => {
-                            if self.wait(ex, *after_ms) {
-                                let mut map = HeaderMap::new();
-                                for (n, v) in headers {
-                                    map.append(*n, HeaderValue::from_static(v));
-                                }
-                                ex.on_response_head(id, *status, map, self.now());
-                            }
-                        }
-                        Up::Fail(ms, e) => {
-                            if self.wait(ex, *ms) {
-                                ex.on_transport_error(id, *e, self.now());
-                            }
-                        }
-                        Up::Silent => assert!(!self.wait(ex, u64::MAX / 4000)),
-                    }
-                }
-                Action::ReadUpstreamBody { limit } => match up {
-                    Up::Head {
-                        body: UpBody::Whole(ms, bytes),
-                        ..
-                    } => {
-                        if self.wait(ex, *ms) {
-                            if bytes.len() as u64 > limit {
-                                ex.on_upstream_body_error(BodyError::TooLarge, self.now());
-                            } else {
-                                ex.on_upstream_body(Bytes::from_static(bytes), self.now());
-                            }
-                        }
-                    }
-                    Up::Head {
-                        body: UpBody::TooLarge,
-                        ..
-                    } => ex.on_upstream_body_error(BodyError::TooLarge, self.now()),
-                    _ => ex.on_upstream_body_error(BodyError::Failed, self.now()),
-                },
-                Action::Store(store) => {
-                    self.store.insert(store.key, store.entry.clone());
-                }
-                Action::Respond(response) => return response,
+            if let Some(r) = self.step(ex, &client, ups) {
+                return r;
             }
         }
     }
 
-    fn relay(&mut self, mut ex: Exchange, response: Response, up: &Up, started: u64) -> Outcome {
+    /// One action of the runtime's loop; `Some` when it is a response.
+    fn step(&mut self, ex: &mut Exchange, client: &ClientBody, ups: &[Up]) -> Option<Response> {
+        match self.poll(ex) {
+            Action::ReadBody { limit } => match client {
+                ClientBody::After(ms, body) => {
+                    if self.wait(ex, *ms) {
+                        if body.len() as u64 > limit {
+                            ex.on_body_error(BodyError::TooLarge, self.now());
+                        } else {
+                            ex.on_body(Bytes::from_static(body), self.now());
+                        }
+                    }
+                }
+                ClientBody::TooLarge(ms) => {
+                    if self.wait(ex, *ms) {
+                        ex.on_body_error(BodyError::TooLarge, self.now());
+                    }
+                }
+                ClientBody::Never => {
+                    assert!(!self.wait(ex, u64::MAX / 4000), "a body deadline exists");
+                }
+            },
+            Action::Lookup { key, shared } => {
+                self.shared_lookups.push(shared);
+                let found = self.store.get(&key).cloned().map(Found::Entry);
+                ex.on_lookup(found, self.now());
+            }
+            Action::AwaitFlight => {
+                // Nobody else runs in a single-exchange simulation: the wait times out.
+                assert!(
+                    !self.wait(ex, u64::MAX / 4000),
+                    "a flight wait has a deadline"
+                );
+            }
+            Action::Send(attempt) => {
+                let id = attempt.id;
+                self.sends.push(attempt);
+                self.send_times.push(self.ms());
+                let up = Sim::script(ups, id.0);
+                let due = match &up {
+                    Up::Head { after_ms, .. } => Some(self.now_us + after_ms * 1000),
+                    Up::Fail(ms, _) => Some(self.now_us + ms * 1000),
+                    Up::Silent => None,
+                };
+                self.pending = Some((id, due, up));
+                self.await_response(ex);
+            }
+            Action::AwaitResponse => self.await_response(ex),
+            Action::ReadUpstreamChunk => self.read_chunk(ex),
+            Action::Wait => {
+                assert!(!self.wait(ex, u64::MAX / 4000), "a wait has a deadline");
+            }
+            Action::ReadUpstreamBody { limit } => {
+                let up = self.pending.as_ref().map(|p| p.2.clone());
+                let now = self.now();
+                match up {
+                    Some(Up::Head {
+                        body: UpBody::Whole(ms, bytes),
+                        ..
+                    }) => {
+                        if self.wait(ex, ms) {
+                            let now = self.now();
+                            if bytes.len() as u64 > limit {
+                                ex.on_upstream_body_error(
+                                    BodyError::TooLarge,
+                                    now,
+                                    &mut self.router,
+                                );
+                            } else {
+                                ex.on_upstream_body(
+                                    Bytes::from_static(bytes),
+                                    now,
+                                    &mut self.router,
+                                );
+                            }
+                        }
+                    }
+                    Some(Up::Head {
+                        body: UpBody::TooLarge,
+                        ..
+                    }) => ex.on_upstream_body_error(BodyError::TooLarge, now, &mut self.router),
+                    _ => ex.on_upstream_body_error(BodyError::Failed, now, &mut self.router),
+                }
+            }
+            Action::Store(store) => {
+                self.store.insert(store.key, store.entry.clone());
+            }
+            Action::Emit(bytes) => {
+                self.emitted.push((self.ms(), bytes));
+            }
+            Action::End { abort } => {
+                self.ended = Some(abort);
+            }
+            Action::Respond(response) => return Some(response),
+        }
+        None
+    }
+
+    fn await_response(&mut self, ex: &mut Exchange) {
+        let Some((id, due, up)) = self.pending.clone() else {
+            panic!("no call in progress");
+        };
+        let Some(due) = due else {
+            assert!(!self.wait(ex, u64::MAX / 4000), "an attempt has a deadline");
+            return;
+        };
+        if !self.wait_until(ex, due) {
+            return;
+        }
+        let now = self.now();
+        match up {
+            Up::Head {
+                status,
+                headers,
+                body,
+                ..
+            } => {
+                let mut map = HeaderMap::new();
+                for (n, v) in headers {
+                    map.append(n, HeaderValue::from_static(v));
+                }
+                self.chunks = match body {
+                    UpBody::Chunks(c, end) => (c, 0, end, self.now_us),
+                    UpBody::Whole(ms, b) => (vec![(ms, b)], 0, BodyEnd::Complete, self.now_us),
+                    UpBody::TooLarge => (Vec::new(), 0, BodyEnd::Failed, self.now_us),
+                };
+                ex.on_response_head(id, status, map, now, &mut self.router);
+            }
+            Up::Fail(_, e) => ex.on_transport_error(id, e, now, &mut self.router),
+            Up::Silent => {}
+        }
+    }
+
+    fn read_chunk(&mut self, ex: &mut Exchange) {
+        let Some((id, ..)) = self.pending.clone() else {
+            panic!("no call in progress");
+        };
+        let (chunks, pos, end, last) = self.chunks.clone();
+        match chunks.get(pos) {
+            Some(&(ms, chunk)) => {
+                if self.wait_until(ex, last + ms * 1000) {
+                    self.chunks.1 += 1;
+                    self.chunks.3 = self.now_us;
+                    let now = self.now();
+                    ex.on_upstream_chunk(id, Bytes::from_static(chunk), now, &mut self.router);
+                }
+            }
+            None if end == BodyEnd::Failed && chunks.is_empty() && pos == 0 => {
+                let now = self.now();
+                ex.on_upstream_end(id, end, now, &mut self.router);
+            }
+            None => {
+                let now = self.now();
+                ex.on_upstream_end(id, end, now, &mut self.router);
+            }
+        }
+    }
+
+    /// Relays the rest of the body as the runtime would (or, for a driven response, keeps
+    /// driving), then finishes the exchange.
+    fn finish_response(&mut self, mut ex: Exchange, response: Response, started: u64) -> Outcome {
         let mut out = Outcome {
             status: response.status,
             headers: response.headers,
@@ -319,21 +448,15 @@ impl Sim {
             aborted: false,
             log: RequestLog::default(),
         };
+        if !response.prefix.is_empty() {
+            out.body.extend_from_slice(&response.prefix);
+            out.chunk_times.push(self.ms() - started);
+        }
         match response.body {
             ResponseBody::Full(b) => out.body = b.to_vec(),
             ResponseBody::Relay(_) => {
-                let (chunks, end) = match up {
-                    Up::Head {
-                        body: UpBody::Chunks(c, end),
-                        ..
-                    } => (c.clone(), *end),
-                    Up::Head {
-                        body: UpBody::Whole(ms, b),
-                        ..
-                    } => (vec![(*ms, *b)], BodyEnd::Complete),
-                    _ => (Vec::new(), BodyEnd::Failed),
-                };
-                for (ms, chunk) in chunks {
+                let (chunks, pos, end, _) = self.chunks.clone();
+                for &(ms, chunk) in chunks.iter().skip(pos) {
                     self.advance(ms);
                     out.body.extend_from_slice(chunk);
                     out.chunk_times.push(self.ms() - started);
@@ -349,6 +472,21 @@ impl Sim {
                 }
                 out.aborted = end.abort;
             }
+            ResponseBody::Driven => {
+                self.emitted.clear();
+                self.ended = None;
+                let ups = self.driven_ups.clone();
+                while self.ended.is_none() {
+                    if let Some(r) = self.step(&mut ex, &ClientBody::Never, &ups) {
+                        panic!("a second response: {r:?}");
+                    }
+                }
+                for (t, b) in std::mem::take(&mut self.emitted) {
+                    out.body.extend_from_slice(&b);
+                    out.chunk_times.push(t - started);
+                }
+                out.aborted = self.ended == Some(true);
+            }
         }
         let now = self.now();
         out.log = ex.finish(now, &mut self.router).expect("the log record");
@@ -357,6 +495,11 @@ impl Sim {
             "the log record comes once"
         );
         out
+    }
+
+    /// As the old two-step API: relay a response from [`Sim::until_response`].
+    fn relay(&mut self, ex: Exchange, response: Response, _up: &Up, started: u64) -> Outcome {
+        self.finish_response(ex, response, started)
     }
 }
 
@@ -432,13 +575,13 @@ fn a_timer_firing_within_a_millisecond_of_the_deadline_counts_an_earlier_one_doe
         instant: Instant::from_micros(deadline.as_micros() - us_before),
         unix: sim.now().unix,
     };
-    ex.handle_timeout(at(5_000));
+    ex.handle_timeout(at(5_000), &mut router);
     assert_eq!(
         ex.poll_timeout(),
         Some(deadline),
         "5 ms early: still waiting for the body"
     );
-    ex.handle_timeout(at(500));
+    ex.handle_timeout(at(500), &mut router);
     let Action::Respond(r) = ex.poll_action(at(500), &mut router) else {
         panic!("timed out")
     };
@@ -772,7 +915,7 @@ fn a_cut_off_or_failed_stream_ends_with_an_error_event_and_is_not_stored() {
 fn a_stream_silent_for_the_idle_timeout_is_ended_with_an_error_event() {
     let mut sim = Sim::new(CONFIG);
     let mut ex = sim.chat();
-    let up = sse_answer(Vec::new(), BodyEnd::Complete);
+    let up = sse_answer(vec![(0, SSE[0])], BodyEnd::Complete);
     let Response { body, .. } = sim.until_response(&mut ex, ClientBody::After(0, STREAM0), &up);
     assert!(matches!(body, ResponseBody::Relay(RelayMode::Observe)));
     let head_at = sim.now().instant;
@@ -781,7 +924,7 @@ fn a_stream_silent_for_the_idle_timeout_is_ended_with_an_error_event() {
         Some(head_at.plus(Duration::from_secs(2)))
     );
     sim.advance(1_500);
-    ex.on_chunk(SSE[0], sim.now());
+    ex.on_chunk(SSE[1], sim.now());
     let deadline = sim.now().instant.plus(Duration::from_secs(2));
     assert_eq!(
         ex.poll_timeout(),
@@ -818,7 +961,7 @@ fn a_silent_error_body_is_aborted_at_the_idle_timeout() {
     let mut ex = sim.chat();
     let up = Up::Head {
         after_ms: 1,
-        status: 503,
+        status: 404,
         headers: vec![("content-type", "application/json")],
         body: UpBody::Chunks(Vec::new(), BodyEnd::Complete),
     };
@@ -900,14 +1043,15 @@ fn stored_bytes_from_a_shared_store_are_checked_before_they_are_served() {
 #[test]
 fn a_failed_error_body_is_aborted_so_the_client_sees_the_truncation() {
     let mut sim = Sim::new(CONFIG);
+    // A client error (not one another upstream could improve on) is relayed as it comes.
     let up = Up::Head {
         after_ms: 1,
-        status: 500,
+        status: 400,
         headers: vec![("content-type", "application/json")],
         body: UpBody::Chunks(vec![(1, b"{\"err")], BodyEnd::Failed),
     };
     let out = sim.drive(sim.chat(), ClientBody::After(0, CHAT), &up);
-    assert_eq!(out.status, 500);
+    assert_eq!(out.status, 400);
     assert!(out.aborted);
     assert_eq!(out.log.bytes_out, 5, "what was really relayed");
 }
@@ -971,12 +1115,12 @@ fn identical_concurrent_misses_make_one_upstream_call_and_share_the_answer() {
     sim.advance(50);
     let mut head = HeaderMap::new();
     head.insert("content-type", HeaderValue::from_static("application/json"));
-    leader.on_response_head(attempt.id, 200, head, sim.now());
+    leader.on_response_head(attempt.id, 200, head, sim.now(), &mut sim.router);
     assert!(matches!(
         sim.poll(&mut leader),
         Action::ReadUpstreamBody { .. }
     ));
-    leader.on_upstream_body(Bytes::from_static(ANSWER), sim.now());
+    leader.on_upstream_body(Bytes::from_static(ANSWER), sim.now(), &mut sim.router);
     assert!(matches!(sim.poll(&mut leader), Action::Store(_)));
     assert!(
         !sim.router.take_wakeup(),
@@ -1008,7 +1152,12 @@ fn waiters_call_the_upstream_themselves_when_the_leader_has_nothing_to_share() {
         panic!()
     };
     assert!(matches!(sim.poll(&mut waiter), Action::AwaitFlight));
-    leader.on_transport_error(attempt.id, TransportError::Reset, sim.now());
+    leader.on_transport_error(
+        attempt.id,
+        TransportError::Reset,
+        sim.now(),
+        &mut sim.router,
+    );
     assert!(matches!(sim.poll(&mut leader), Action::Respond(_)));
     assert!(sim.router.take_wakeup());
     waiter.on_wakeup(sim.now());
@@ -1054,16 +1203,22 @@ fn a_client_gone_mid_stream_releases_the_waiters_and_is_logged_incomplete() {
         "content-type",
         HeaderValue::from_static("text/event-stream"),
     );
-    leader.on_response_head(a.id, 200, head, sim.now());
+    leader.on_response_head(a.id, 200, head, sim.now(), &mut sim.router);
+    assert!(matches!(sim.poll(&mut leader), Action::ReadUpstreamChunk));
+    leader.on_upstream_chunk(a.id, Bytes::from_static(SSE[0]), sim.now(), &mut sim.router);
     let Action::Respond(r) = sim.poll(&mut leader) else {
         panic!()
     };
     assert!(r.store_on_end, "a recorded stream may be stored at its end");
+    assert_eq!(
+        &r.prefix[..],
+        SSE[0],
+        "the first content event goes out with the head"
+    );
     assert!(
         !sim.router.take_wakeup(),
         "the waiters wait for the recording"
     );
-    leader.on_chunk(SSE[0], sim.now());
     let log = leader.finish(sim.now(), &mut sim.router).unwrap();
     assert!(
         sim.router.take_wakeup(),
@@ -1132,14 +1287,25 @@ fn reports_for_another_attempt_or_step_are_ignored() {
     let mut sim = Sim::new(CONFIG);
     let mut ex = sim.chat();
     sim.poll(&mut ex);
-    ex.on_response_head(AttemptId(9), 200, HeaderMap::new(), sim.now());
+    ex.on_response_head(
+        AttemptId(9),
+        200,
+        HeaderMap::new(),
+        sim.now(),
+        &mut sim.router,
+    );
     ex.on_body(Bytes::from_static(CHAT), sim.now());
     let Action::Send(a) = sim.poll(&mut ex) else {
         panic!()
     };
-    ex.on_transport_error(AttemptId(a.id.0 + 1), TransportError::Reset, sim.now());
+    ex.on_transport_error(
+        AttemptId(a.id.0 + 1),
+        TransportError::Reset,
+        sim.now(),
+        &mut sim.router,
+    );
     ex.on_body(Bytes::from_static(b"again"), sim.now());
-    ex.on_transport_error(a.id, TransportError::Refused, sim.now());
+    ex.on_transport_error(a.id, TransportError::Refused, sim.now(), &mut sim.router);
     let Action::Respond(r) = sim.poll(&mut ex) else {
         panic!()
     };

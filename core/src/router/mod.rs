@@ -9,7 +9,9 @@
 //! - **store health**: after a failure of the shared store (Redis, Workers KV), the store is left
 //!   alone for a back-off period, so a dead store costs requests nothing.
 //!
-//! Next it will hold the upstreams' health, latency averages and breakers.
+//! - **upstreams**: each upstream's latency average, calls in flight, breaker, ejection and
+//!   probe results (see [`order`] for how they decide the order of attempts). Per process on
+//!   `fly-fallback`, per isolate on the Worker (probe results are shared through KV there).
 //!
 //! # What the runtime does
 //! - Calls the exchange's methods that take `&mut Router` while holding it (briefly: no IO).
@@ -18,7 +20,9 @@
 //! - Reports the outcome of shared-store calls with [`Router::store_result`].
 
 mod flights;
+mod order;
 mod store;
+mod upstreams;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,7 +31,13 @@ use crate::cache::{CacheEntry, CacheKey};
 use crate::time::Instant;
 
 pub use flights::{FlightId, FlightState, Join};
+pub use order::{OrderRequest, SAME_PLACE_KM};
 pub use store::StoreChange;
+pub use upstreams::{LastError, LastProbe, UpstreamStatus, Verdict};
+
+use crate::config::Settings;
+use crate::time::UnixMillis;
+use upstreams::Upstreams;
 
 use flights::Flights;
 use store::StoreHealth;
@@ -41,7 +51,64 @@ pub const STORE_BACKOFF: Duration = Duration::from_secs(2);
 pub struct Router {
     flights: Flights,
     store: StoreHealth,
+    upstreams: Upstreams,
+    /// When probe results shared by another instance were last read (the Worker's KV).
+    probes_read: Option<Instant>,
     wakeup: bool,
+}
+
+/// How often an isolate re-reads the probe results its cron shared.
+pub const PROBE_SNAPSHOT_EVERY: Duration = Duration::from_secs(5);
+
+/// Probe results as shared between instances (the Worker's cron writes them to KV).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct ProbeSnapshot {
+    pub upstreams: Vec<ProbeEntry>,
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct ProbeEntry {
+    pub name: String,
+    pub down: bool,
+    /// Consecutive failed (or good) probes so far.
+    #[serde(default)]
+    pub failures: u32,
+    #[serde(default)]
+    pub successes: u32,
+    pub ok: Option<bool>,
+    pub detail: Option<String>,
+    pub at_ms: Option<u64>,
+}
+
+/// A change of an upstream's probe state, worth one log line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeChange {
+    pub upstream: String,
+    pub down: bool,
+    pub detail: String,
+}
+
+impl ProbeChange {
+    /// The log line for it: one JSON object, like the request lines.
+    pub fn to_line(&self, at: UnixMillis) -> String {
+        serde_json::json!({
+            "time": crate::log::format_time(at.as_millis()),
+            "event": if self.down { "upstream_down" } else { "upstream_up" },
+            "upstream": self.upstream,
+            "detail": self.detail,
+        })
+        .to_string()
+    }
+}
+
+/// `GET /v1/gateway/status`.
+#[derive(Debug, serde::Serialize)]
+pub struct Status<'a> {
+    pub object: &'static str,
+    pub runtime: &'static str,
+    pub region: Option<&'a str>,
+    pub time: String,
+    pub upstreams: Vec<UpstreamStatus<'a>>,
 }
 
 impl Router {
@@ -87,6 +154,160 @@ impl Router {
     /// Whether the shared store may be used now.
     pub fn store_usable(&self, now: Instant) -> bool {
         self.store.usable(now)
+    }
+
+    /// The order in which to try the upstreams for a request (indices into
+    /// `settings.upstreams`); see [`order`].
+    pub fn order(&self, settings: &Settings, req: &OrderRequest<'_>) -> Vec<usize> {
+        order::order(&settings.upstreams, &self.upstreams, req)
+    }
+
+    /// Whether upstream `i` may be tried now (not ejected, open-circuited or down).
+    pub fn available(&self, i: usize, now: Instant) -> bool {
+        self.upstreams.availability(i, now) == upstreams::Availability::Available
+    }
+
+    /// An attempt is sent to upstream `i` (in flight until [`Router::release`]).
+    pub fn begin(&mut self, i: usize, now: Instant) {
+        self.upstreams.begin(i, now);
+    }
+
+    /// An attempt's verdict; returns the end of the ejection it caused, if any.
+    #[allow(clippy::too_many_arguments)]
+    pub fn verdict(
+        &mut self,
+        settings: &Settings,
+        i: usize,
+        verdict: Verdict,
+        kind: &'static str,
+        latency: Option<Duration>,
+        now: Instant,
+        unix: UnixMillis,
+    ) -> Option<Instant> {
+        self.upstreams
+            .verdict(i, verdict, kind, latency, &settings.routing, now, unix)
+    }
+
+    /// The attempt on upstream `i` is over.
+    pub fn release(&mut self, i: usize) {
+        self.upstreams.release(i);
+    }
+
+    /// An attempt ended with no verdict on the upstream (the client went away first): a
+    /// half-open breaker lets another trial through.
+    pub fn release_trial(&mut self, i: usize) {
+        self.upstreams.release_trial(i);
+    }
+
+    /// When the soonest of these upstreams becomes available again, if any is waited on.
+    pub fn soonest_available(&self, indices: &[usize], now: Instant) -> Option<Instant> {
+        indices
+            .iter()
+            .filter_map(|&i| match self.upstreams.availability(i, now) {
+                upstreams::Availability::Later(t) if t > now => Some(t),
+                _ => None,
+            })
+            .min()
+    }
+
+    /// A probe's result for upstream `i` (`ok`: it answered 2xx). Returns a change of its
+    /// up/down state, worth one log line.
+    pub fn probe_result(
+        &mut self,
+        settings: &Settings,
+        i: usize,
+        ok: bool,
+        detail: String,
+        unix: UnixMillis,
+    ) -> Option<ProbeChange> {
+        let changed = self
+            .upstreams
+            .probe_result(i, ok, detail.clone(), &settings.routing, unix);
+        let u = settings.upstreams.get(i)?;
+        changed.then(|| ProbeChange {
+            upstream: u.name.clone(),
+            down: !ok,
+            detail,
+        })
+    }
+
+    /// The probe results to share with other instances.
+    pub fn probe_snapshot(&self, settings: &Settings) -> ProbeSnapshot {
+        ProbeSnapshot {
+            upstreams: settings
+                .upstreams
+                .iter()
+                .enumerate()
+                .map(|(i, u)| {
+                    let p = self.upstreams.probe_of(i);
+                    let last = p.last.as_ref();
+                    ProbeEntry {
+                        name: u.name.clone(),
+                        down: p.down,
+                        failures: p.failures,
+                        successes: p.successes,
+                        ok: last.map(|l| l.0),
+                        detail: last.map(|l| l.1.clone()),
+                        at_ms: last.map(|l| l.2.as_millis()),
+                    }
+                })
+                .collect(),
+        }
+    }
+
+    /// Whether this instance should re-read the shared probe results now (and notes that it
+    /// does).
+    pub fn probe_snapshot_due(&mut self, now: Instant) -> bool {
+        let due = self
+            .probes_read
+            .is_none_or(|t| now.since(t) >= PROBE_SNAPSHOT_EVERY);
+        if due {
+            self.probes_read = Some(now);
+        }
+        due
+    }
+
+    /// Takes shared probe results (entries are matched by upstream name).
+    pub fn apply_probe_snapshot(&mut self, settings: &Settings, snapshot: &ProbeSnapshot) {
+        for e in &snapshot.upstreams {
+            if let Some(i) = settings.upstreams.iter().position(|u| u.name == e.name) {
+                let last = match (e.ok, &e.detail, e.at_ms) {
+                    (Some(ok), Some(d), Some(at)) => Some((ok, d.clone(), UnixMillis(at))),
+                    _ => None,
+                };
+                self.upstreams.set_probe(
+                    i,
+                    upstreams::SharedProbe {
+                        down: e.down,
+                        failures: e.failures,
+                        successes: e.successes,
+                        last,
+                    },
+                );
+            }
+        }
+    }
+
+    /// `GET /v1/gateway/status`.
+    pub fn status<'a>(
+        &self,
+        settings: &'a Settings,
+        runtime: &'static str,
+        now: Instant,
+        unix: UnixMillis,
+    ) -> Status<'a> {
+        Status {
+            object: "gateway.status",
+            runtime,
+            region: settings.region.as_deref(),
+            time: crate::log::format_time(unix.as_millis()),
+            upstreams: settings
+                .upstreams
+                .iter()
+                .enumerate()
+                .map(|(i, u)| self.upstreams.status(i, u, now, unix))
+                .collect(),
+        }
     }
 
     /// The outcome of a shared-store call. Returns a change worth one log line (down, back up).

@@ -1,6 +1,9 @@
 //! mock-upstream: an OpenAI-compatible server for tests and benchmarks.
 //!
-//! `mock-upstream --port N --api-key K --name NAME [--host 127.0.0.1]`
+//! `mock-upstream --port N --api-key K --name NAME [--host 127.0.0.1] [--delay-ms D]`
+//!
+//! `--delay-ms D` (default 0) delays every request except the `/__*` control endpoints by D ms
+//! (a fixed network latency, e.g. for a region simulation).
 //!
 //! The request's model name selects the behaviour (anything after `@` is ignored, so tests can
 //! use unique names and read their own call counts):
@@ -19,11 +22,52 @@
 //! | `mock-json-always`       | a JSON answer even when a stream was asked for                    |
 //! | `mock-status-{STATUS}`   | that status (200-999, odd ones included) with a small JSON body   |
 //!
-//! `GET /__calls` reports call counts per model; `POST /__reset` clears them. Every response
-//! carries `x-mock-upstream: NAME`.
+//! Streams are OpenAI-shaped SSE, but every content chunk (the first one too) carries
+//! `delta: {"role": "assistant", "content": "<text>"}`; there is no role-only first chunk.
+//! They end with a `finish_reason: "stop"` chunk (`delta: {}`), a usage chunk when
+//! `stream_options.include_usage` is set, and `data: [DONE]`.
+//!
+//! Whole-upstream faults make this mock misbehave for EVERY request until cleared, whatever the
+//! model name. `POST /__fault` with a JSON object sets one (replacing the previous one; unknown
+//! fields or wrong types → 400), `DELETE /__fault` clears it, `GET /__fault` shows it (`{}` when
+//! none); all three answer with the current fault. Fields (all optional, combinable):
+//!
+//! | field                              | effect                                                  |
+//! |------------------------------------|---------------------------------------------------------|
+//! | `"status": N` (400-599)            | every chat/completions/embeddings request and `GET /v1/models` answers N with an OpenAI error body (type/code per status, e.g. 429 `rate_limit_error`/`rate_limit_exceeded`, 503 `server_error`/`service_unavailable`) |
+//! | `"retry_after": "S"`               | with `status`: header `retry-after: S`, verbatim (seconds or an HTTP date) |
+//! | `"retry_after_ms": N`              | with `status`: header `retry-after-ms: N`                |
+//! | `"reset_requests": "1s"`           | with `status`: header `x-ratelimit-reset-requests`       |
+//! | `"reset_tokens": "6m0s"`           | with `status`: header `x-ratelimit-reset-tokens`         |
+//! | `"body_retry_after": N`            | with `status`: `"retry_after": N` inside the `error` object |
+//! | `"insufficient_quota": true`       | 429 with type and code `insufficient_quota`, no retry headers |
+//! | `"first_byte_delay_ms": N`         | waits N ms before the response headers                  |
+//! | `"delay_ms": N`                    | waits N ms before handling (adds to the above and to `--delay-ms`) |
+//! | `"hang": true`                     | never answers; the connection stays open until the client leaves |
+//! | `"cut_after_events": N`            | streamed requests: the head and N content events (N may be 0), then the connection drops |
+//! | `"error_event_before_content": true` | streamed: the head, a role-only chunk (`delta: {"role":"assistant","content":""}`), an error event (`code: "overloaded"`), end; no `[DONE]` |
+//! | `"error_event_after_content": true`  | streamed: one content event (or `cut_after_events` of them), the error event, end |
+//!
+//! The retry fields without `status` are rejected. Order per request: the delays, then `hang`,
+//! then `status` (before the key is checked), then the normal handling, where the stream fields
+//! replace the model's behaviour for `stream: true` chat/completions requests (even
+//! `mock-error-*`, `mock-status-*`, `mock-hangup`, `mock-garbage`, `mock-json-always`; only
+//! `mock-slow-{D}ms` still waits and `mock-stream-{N}x{D}ms` still spaces the events D ms
+//! apart); non-streamed requests keep their normal answers. With several stream fields,
+//! `error_event_before_content` wins, then `error_event_after_content`, then the cut.
+//!
+//! `GET /__calls` reports call counts: `{"total": T, "models": {MODEL: n, …, "__models": m,
+//! "__total": t}, "__models": m, "__total": t}`, where `__total` counts every request to the
+//! chat/completions/embeddings endpoints and `__models` every `GET /v1/models` (faulted ones
+//! included), and `total` is the sum of the per-key counts as before (without `__total`).
+//! `POST /__reset` clears the counts and the fault. The `/__*` endpoints need no API key.
+//! Every response carries `x-mock-upstream: NAME`.
+
+mod fault;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -39,12 +83,20 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 
+use fault::{Fault, StreamFault};
+
 type Body = BoxBody<Bytes, std::io::Error>;
 
 struct Mock {
     api_key: String,
     name: HeaderValue,
     calls: Mutex<BTreeMap<String, u64>>,
+    /// Requests to the chat/completions/embeddings endpoints (`__total` in `/__calls`).
+    total: AtomicU64,
+    /// The whole-upstream fault, if any.
+    fault: Mutex<Option<Fault>>,
+    /// `--delay-ms`: a fixed delay for every non-control request.
+    delay_ms: u64,
 }
 
 #[derive(Debug, PartialEq)]
@@ -183,11 +235,84 @@ fn sse_frame(v: &Value) -> Bytes {
     Bytes::from(out)
 }
 
+/// How a stream ends.
+enum Ending {
+    /// The finish chunk, the usage chunk if asked for, `[DONE]`.
+    Done,
+    /// The connection drops (no `[DONE]`).
+    Cut,
+    /// This error event, then the end of the body (no `[DONE]`).
+    Error(Value),
+}
+
+fn fault_error(status: u16, body: &Value, headers: &[fault::Header]) -> Response<Body> {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut r = json_response(status, body);
+    for (name, value) in headers {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            r.headers_mut().insert(*name, v);
+        }
+    }
+    r
+}
+
+fn bad_fault(message: &str) -> Response<Body> {
+    openai_error(
+        StatusCode::BAD_REQUEST,
+        message,
+        "invalid_request_error",
+        "invalid_fault",
+    )
+}
+
 impl Mock {
+    fn new(api_key: String, name: &str, delay_ms: u64) -> Mock {
+        Mock {
+            api_key,
+            name: HeaderValue::from_str(name).unwrap_or(HeaderValue::from_static("mock")),
+            calls: Mutex::new(BTreeMap::new()),
+            total: AtomicU64::new(0),
+            fault: Mutex::new(None),
+            delay_ms,
+        }
+    }
+
     fn count(&self, key: &str) {
         if let Ok(mut c) = self.calls.lock() {
             *c.entry(key.to_string()).or_default() += 1;
         }
+    }
+
+    fn fault(&self) -> Option<Fault> {
+        self.fault.lock().ok().and_then(|f| f.clone())
+    }
+
+    fn set_fault(&self, fault: Option<Fault>) {
+        if let Ok(mut f) = self.fault.lock() {
+            *f = fault;
+        }
+    }
+
+    fn fault_json(&self) -> Value {
+        self.fault()
+            .map(|f| f.to_json())
+            .unwrap_or_else(|| json!({}))
+    }
+
+    /// The fault's part that comes before the normal handling: the delays, `hang`, `status`.
+    /// `Some` is the answer; `None` means carry on.
+    async fn before(&self, fault: Option<&Fault>, model: Option<&str>) -> Option<Response<Body>> {
+        let fault = fault?;
+        let delay = fault.delay_total_ms();
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
+        if fault.hang {
+            // Never answer; hyper drops this future when the client goes away.
+            std::future::pending::<()>().await;
+        }
+        let (status, body, headers) = fault.error_answer(model)?;
+        Some(fault_error(status, &body, &headers))
     }
 
     async fn handle(
@@ -211,21 +336,56 @@ impl Mock {
             (Method::GET, "/__calls") => {
                 let calls = self.calls.lock().map(|c| c.clone()).unwrap_or_default();
                 let total: u64 = calls.values().sum();
+                let all = self.total.load(Ordering::Relaxed);
+                let models_probes = calls.get("__models").copied().unwrap_or(0);
+                let mut models = serde_json::Map::new();
+                for (k, v) in calls {
+                    models.insert(k, json!(v));
+                }
+                models.insert("__models".into(), json!(models_probes));
+                models.insert("__total".into(), json!(all));
                 return Ok(json_response(
                     StatusCode::OK,
-                    &json!({"total": total, "models": calls}),
+                    &json!({"total": total, "models": models, "__total": all, "__models": models_probes}),
                 ));
             }
             (Method::POST, "/__reset") => {
                 if let Ok(mut c) = self.calls.lock() {
                     c.clear();
                 }
+                self.total.store(0, Ordering::Relaxed);
+                self.set_fault(None);
                 return Ok(json_response(StatusCode::OK, &json!({"reset": true})));
             }
-            (Method::GET, "/health") => {
-                return Ok(json_response(StatusCode::OK, &json!({"status": "ok"})))
+            (Method::GET, "/__fault") => {
+                return Ok(json_response(StatusCode::OK, &self.fault_json()));
+            }
+            (Method::DELETE, "/__fault") => {
+                self.set_fault(None);
+                return Ok(json_response(StatusCode::OK, &json!({})));
+            }
+            (Method::POST, "/__fault") => {
+                let bytes = match req.into_body().collect().await {
+                    Ok(c) => c.to_bytes(),
+                    Err(e) => return Ok(bad_fault(&format!("cannot read the fault body: {e}"))),
+                };
+                return Ok(match Fault::parse(&bytes) {
+                    Ok(f) => {
+                        let shown = f.to_json();
+                        self.set_fault(Some(f));
+                        json_response(StatusCode::OK, &shown)
+                    }
+                    Err(e) => bad_fault(&e),
+                });
             }
             _ => {}
+        }
+
+        if self.delay_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(self.delay_ms)).await;
+        }
+        if req.method() == Method::GET && path == "/health" {
+            return Ok(json_response(StatusCode::OK, &json!({"status": "ok"})));
         }
 
         let authorized = req
@@ -234,9 +394,13 @@ impl Mock {
             .and_then(|v| v.to_str().ok())
             .map(|v| v == format!("Bearer {}", self.api_key))
             .unwrap_or(false);
+        let fault = self.fault();
 
         if req.method() == Method::GET && path == "/v1/models" {
             self.count("__models");
+            if let Some(r) = self.before(fault.as_ref(), None).await {
+                return Ok(r);
+            }
             if !authorized {
                 return Ok(unauthorized());
             }
@@ -261,46 +425,61 @@ impl Mock {
                 ));
             }
         };
+        self.total.fetch_add(1, Ordering::Relaxed);
         let (parts, body) = req.into_parts();
         let bytes = body
             .collect()
             .await
             .map(|c| c.to_bytes())
             .unwrap_or_default();
-        let request: Value = match serde_json::from_slice(&bytes) {
-            Ok(v) => v,
-            Err(_) => {
-                self.count("__invalid_json");
-                return Ok(openai_error(
-                    StatusCode::BAD_REQUEST,
-                    "Invalid JSON",
-                    "invalid_request_error",
-                    "invalid_json",
-                ));
-            }
-        };
-        let model = request
-            .get("model")
+        let parsed: Option<Value> = serde_json::from_slice(&bytes).ok();
+        let model = parsed
+            .as_ref()
+            .and_then(|r| r.get("model"))
             .and_then(Value::as_str)
             .unwrap_or("")
             .to_string();
-        self.count(&model);
+        if parsed.is_some() {
+            self.count(&model);
+        } else {
+            self.count("__invalid_json");
+        }
+        let fault_model = parsed.as_ref().map(|_| model.as_str());
+        if let Some(r) = self.before(fault.as_ref(), fault_model).await {
+            return Ok(r);
+        }
+        let Some(request) = parsed else {
+            return Ok(openai_error(
+                StatusCode::BAD_REQUEST,
+                "Invalid JSON",
+                "invalid_request_error",
+                "invalid_json",
+            ));
+        };
         if !authorized {
             return Ok(unauthorized());
         }
         let behaviour = behaviour(&model);
+        let stream_requested = request
+            .get("stream")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        // A fault's stream shape replaces the model's for streamed chat/completions requests.
+        let stream_fault = match (&fault, kind, stream_requested) {
+            (Some(f), "chat" | "text", true) => f.stream_fault(),
+            _ => None,
+        };
         // An upstream that ignores `stream` and answers with one JSON document.
-        let stream = behaviour != Behaviour::JsonAlways
-            && request
-                .get("stream")
-                .and_then(Value::as_bool)
-                .unwrap_or(false);
+        let stream =
+            stream_fault.is_some() || (behaviour != Behaviour::JsonAlways && stream_requested);
         let include_usage = request
             .pointer("/stream_options/include_usage")
             .and_then(Value::as_bool)
             .unwrap_or(false);
 
         match behaviour {
+            Behaviour::Slow(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
+            _ if stream_fault.is_some() => {}
             Behaviour::Error(code) => {
                 let status =
                     StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -328,7 +507,6 @@ impl Mock {
                 let status = StatusCode::from_u16(code).unwrap_or(StatusCode::OK);
                 return Ok(json_response(status, &json!({"status": code})));
             }
-            Behaviour::Slow(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
             Behaviour::Hangup => return Err(std::io::Error::other("mock hangup")),
             Behaviour::Garbage => {
                 return Ok(full(
@@ -388,13 +566,36 @@ impl Mock {
             return Ok(json_response(StatusCode::OK, &body));
         }
 
-        let (chunks, delay_ms) = match behaviour {
-            Behaviour::Stream { chunks, delay_ms } => (chunks, delay_ms),
-            Behaviour::Cutoff(n) => (n, 0),
-            Behaviour::StreamError => (2, 0),
-            _ => (3, 0),
+        let spacing_ms = match behaviour {
+            Behaviour::Stream { delay_ms, .. } => delay_ms,
+            _ => 0,
         };
-        let pieces = split_text(&text, chunks.max(1) as usize);
+        // (role-only first chunk, content pieces, ending)
+        let (role_chunk, pieces, ending) = match stream_fault {
+            Some(StreamFault::ErrorBeforeContent) => {
+                (true, Vec::new(), Ending::Error(fault::stream_error_event()))
+            }
+            Some(StreamFault::ErrorAfterContent { events }) => (
+                false,
+                pieces_of(&text, events),
+                Ending::Error(fault::stream_error_event()),
+            ),
+            Some(StreamFault::Cut { events }) => (false, pieces_of(&text, events), Ending::Cut),
+            None => {
+                let (chunks, ending) = match behaviour {
+                    Behaviour::Stream { chunks, .. } => (chunks, Ending::Done),
+                    Behaviour::Cutoff(n) => (n, Ending::Cut),
+                    Behaviour::StreamError => (
+                        2,
+                        Ending::Error(
+                            json!({"error": {"message": "Mock error inside the stream", "type": "server_error", "param": null, "code": "mock_stream_error"}}),
+                        ),
+                    ),
+                    _ => (3, Ending::Done),
+                };
+                (false, split_text(&text, chunks.max(1) as usize), ending)
+            }
+        };
         let chunk = move |content: Option<&str>, finish: Option<&str>| -> Value {
             if kind == "chat" {
                 let delta = match content {
@@ -411,9 +612,19 @@ impl Mock {
 
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(16);
         tokio::spawn(async move {
+            if role_chunk {
+                // `delta: {"role": "assistant", "content": ""}` (chat) / `text: ""` (completions).
+                if tx
+                    .send(Ok(Frame::data(sse_frame(&chunk(Some(""), None)))))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
             for (i, piece) in pieces.iter().enumerate() {
-                if i > 0 && delay_ms > 0 {
-                    tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+                if i > 0 && spacing_ms > 0 {
+                    tokio::time::sleep(Duration::from_millis(spacing_ms)).await;
                 }
                 if tx
                     .send(Ok(Frame::data(sse_frame(&chunk(Some(piece), None)))))
@@ -423,29 +634,27 @@ impl Mock {
                     return;
                 }
             }
-            match behaviour {
-                Behaviour::Cutoff(_) => {
-                    // Give the client time to see the events, then break the connection.
+            match ending {
+                Ending::Cut => {
+                    // Give the client time to see the head and events, then break the connection.
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     let _ = tx.send(Err(std::io::Error::other("mock cut-off"))).await;
-                    return;
                 }
-                Behaviour::StreamError => {
-                    let err = json!({"error": {"message": "Mock error inside the stream", "type": "server_error", "param": null, "code": "mock_stream_error"}});
+                Ending::Error(err) => {
                     let _ = tx.send(Ok(Frame::data(sse_frame(&err)))).await;
-                    return;
                 }
-                _ => {}
+                Ending::Done => {
+                    let mut tail = sse_frame(&chunk(None, Some("stop"))).to_vec();
+                    if include_usage {
+                        let mut u = chunk(None, None);
+                        u["choices"] = json!([]);
+                        u["usage"] = usage;
+                        tail.extend_from_slice(&sse_frame(&u));
+                    }
+                    tail.extend_from_slice(b"data: [DONE]\n\n");
+                    let _ = tx.send(Ok(Frame::data(Bytes::from(tail)))).await;
+                }
             }
-            let mut tail = sse_frame(&chunk(None, Some("stop"))).to_vec();
-            if include_usage {
-                let mut u = chunk(None, None);
-                u["choices"] = json!([]);
-                u["usage"] = usage;
-                tail.extend_from_slice(&sse_frame(&u));
-            }
-            tail.extend_from_slice(b"data: [DONE]\n\n");
-            let _ = tx.send(Ok(Frame::data(Bytes::from(tail)))).await;
         });
         let stream =
             futures_util::stream::unfold(
@@ -462,6 +671,15 @@ impl Mock {
             HeaderValue::from_static("no-cache"),
         );
         Ok(r)
+    }
+}
+
+/// Exactly `n` pieces of `text` (none for 0), for a fault's content events.
+fn pieces_of(text: &str, n: u32) -> Vec<String> {
+    if n == 0 {
+        Vec::new()
+    } else {
+        split_text(text, n as usize)
     }
 }
 
@@ -503,11 +721,34 @@ fn arg(args: &[String], name: &str) -> Option<String> {
         .cloned()
 }
 
+/// Serves `mock` on `listener` until the process ends.
+async fn serve(listener: TcpListener, mock: Arc<Mock>) {
+    let builder = auto::Builder::new(TokioExecutor::new());
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let mock = mock.clone();
+        let conn = builder
+            .serve_connection(
+                TokioIo::new(stream),
+                service_fn(move |req| mock.clone().handle(req)),
+            )
+            .into_owned();
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.iter().any(|a| a == "--help" || a == "-h") {
-        println!("usage: mock-upstream --port N --api-key KEY --name NAME [--host 127.0.0.1]");
+        println!(
+            "usage: mock-upstream --port N --api-key KEY --name NAME [--host 127.0.0.1] [--delay-ms 0]"
+        );
         return;
     }
     let port: u16 = arg(&args, "--port")
@@ -516,11 +757,15 @@ async fn main() {
     let host = arg(&args, "--host").unwrap_or_else(|| "127.0.0.1".into());
     let api_key = arg(&args, "--api-key").unwrap_or_else(|| "mock-upstream-key".into());
     let name = arg(&args, "--name").unwrap_or_else(|| "mock".into());
-    let mock = Arc::new(Mock {
-        api_key,
-        name: HeaderValue::from_str(&name).unwrap_or(HeaderValue::from_static("mock")),
-        calls: Mutex::new(BTreeMap::new()),
-    });
+    let delay_ms: u64 = match arg(&args, "--delay-ms").map(|d| d.parse()) {
+        None => 0,
+        Some(Ok(d)) => d,
+        Some(Err(e)) => {
+            eprintln!("mock-upstream: bad --delay-ms: {e}");
+            std::process::exit(2);
+        }
+    };
+    let mock = Arc::new(Mock::new(api_key, &name, delay_ms));
     let addr: SocketAddr = match format!("{host}:{port}").parse() {
         Ok(a) => a,
         Err(e) => {
@@ -540,23 +785,7 @@ async fn main() {
         .map(|a| a.to_string())
         .unwrap_or_default();
     println!("mock-upstream '{name}' listening on http://{local}");
-    let builder = auto::Builder::new(TokioExecutor::new());
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
-        let mock = mock.clone();
-        let conn = builder
-            .serve_connection(
-                TokioIo::new(stream),
-                service_fn(move |req| mock.clone().handle(req)),
-            )
-            .into_owned();
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-    }
+    serve(listener, mock).await;
 }
 
 #[cfg(test)]
@@ -604,5 +833,237 @@ mod tests {
         assert_eq!(split_text("abcdef", 3).len(), 3);
         assert_eq!(split_text("ab", 5).len(), 5);
         assert_eq!(split_text("abcdef", 3).concat(), "abcdef");
+    }
+
+    /// Starts a mock on a free port; returns its address.
+    async fn start(delay_ms: u64) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mock = Arc::new(Mock::new("k".into(), "a", delay_ms));
+        tokio::spawn(serve(listener, mock));
+        addr
+    }
+
+    /// One HTTP/1.1 request with `connection: close`; the raw response text, as far as the
+    /// server sent it before closing (chunked bodies are left encoded).
+    async fn raw(addr: SocketAddr, method: &str, path: &str, body: &str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let req = format!(
+            "{method} {path} HTTP/1.1\r\nhost: mock\r\nauthorization: Bearer k\r\n\
+             content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => break,
+                Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+                Err(_) => panic!("no answer within 5 s"),
+            }
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    fn status_of(resp: &str) -> u16 {
+        resp.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap()
+    }
+
+    fn header_of<'a>(resp: &'a str, name: &str) -> Option<&'a str> {
+        let head = resp.split("\r\n\r\n").next().unwrap_or("");
+        head.lines().skip(1).find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
+
+    fn json_of(resp: &str) -> Value {
+        serde_json::from_str(resp.split("\r\n\r\n").nth(1).unwrap_or("")).unwrap()
+    }
+
+    /// The JSON of every `data:` line of a (chunked) SSE answer, and whether `[DONE]` came.
+    fn events_of(resp: &str) -> (Vec<Value>, bool) {
+        let mut done = false;
+        let mut events = Vec::new();
+        for line in resp.lines() {
+            if let Some(d) = line.strip_prefix("data: ") {
+                if d == "[DONE]" {
+                    done = true;
+                } else {
+                    events.push(serde_json::from_str(d).unwrap());
+                }
+            }
+        }
+        (events, done)
+    }
+
+    const CHAT: &str = r#"{"model":"gpt-4.1","messages":[{"role":"user","content":"hi"}]}"#;
+    const CHAT_STREAM: &str =
+        r#"{"model":"gpt-4.1","stream":true,"messages":[{"role":"user","content":"hi there"}]}"#;
+
+    #[tokio::test]
+    async fn faults_apply_to_every_request_until_reset() {
+        let addr = start(0).await;
+
+        // Normal stream: every chunk carries role and content; it ends with [DONE].
+        let r = raw(addr, "POST", "/v1/chat/completions", CHAT_STREAM).await;
+        assert_eq!(status_of(&r), 200);
+        let (events, done) = events_of(&r);
+        assert!(done);
+        assert_eq!(events[0]["choices"][0]["delta"]["role"], "assistant");
+        assert_ne!(events[0]["choices"][0]["delta"]["content"], "");
+
+        let fault = r#"{"status":429,"retry_after":"3","retry_after_ms":3000,"reset_requests":"1s","reset_tokens":"6m0s","body_retry_after":5}"#;
+        let r = raw(addr, "POST", "/__fault", fault).await;
+        assert_eq!(status_of(&r), 200, "{r}");
+        assert_eq!(json_of(&r)["status"], 429);
+        assert_eq!(
+            json_of(&raw(addr, "GET", "/__fault", "").await)["retry_after"],
+            "3"
+        );
+
+        let r = raw(addr, "POST", "/v1/chat/completions", CHAT).await;
+        assert_eq!(status_of(&r), 429);
+        assert_eq!(header_of(&r, "retry-after"), Some("3"));
+        assert_eq!(header_of(&r, "retry-after-ms"), Some("3000"));
+        assert_eq!(header_of(&r, "x-ratelimit-reset-requests"), Some("1s"));
+        assert_eq!(header_of(&r, "x-ratelimit-reset-tokens"), Some("6m0s"));
+        assert_eq!(header_of(&r, "x-mock-upstream"), Some("a"));
+        let e = &json_of(&r)["error"];
+        assert_eq!(e["type"], "rate_limit_error");
+        assert_eq!(e["message"], "Rate limit exceeded for model gpt-4.1");
+        assert_eq!(e["retry_after"], 5);
+
+        let r = raw(addr, "GET", "/v1/models", "").await;
+        assert_eq!(status_of(&r), 429);
+        let r = raw(
+            addr,
+            "POST",
+            "/v1/embeddings",
+            r#"{"model":"e","input":"x"}"#,
+        )
+        .await;
+        assert_eq!(status_of(&r), 429);
+
+        let calls = json_of(&raw(addr, "GET", "/__calls", "").await);
+        assert_eq!(calls["__total"], 3, "{calls}");
+        assert_eq!(calls["__models"], 1, "{calls}");
+        assert_eq!(calls["models"]["__total"], 3, "{calls}");
+        assert_eq!(calls["models"]["gpt-4.1"], 2, "{calls}");
+
+        let r = raw(addr, "POST", "/__fault", r#"{"status":503,"bogus":1}"#).await;
+        assert_eq!(status_of(&r), 400);
+        assert!(json_of(&r)["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("bogus"));
+
+        // Cut after 2 content events: no [DONE].
+        raw(addr, "POST", "/__fault", r#"{"cut_after_events":2}"#).await;
+        let r = raw(addr, "POST", "/v1/chat/completions", CHAT_STREAM).await;
+        assert_eq!(status_of(&r), 200);
+        assert_eq!(header_of(&r, "x-mock-upstream"), Some("a"));
+        let (events, done) = events_of(&r);
+        assert_eq!(events.len(), 2, "{r}");
+        assert!(!done);
+        // Cut after 0: the head, then nothing.
+        raw(addr, "POST", "/__fault", r#"{"cut_after_events":0}"#).await;
+        let r = raw(addr, "POST", "/v1/chat/completions", CHAT_STREAM).await;
+        assert_eq!(status_of(&r), 200);
+        assert_eq!(events_of(&r), (vec![], false));
+        // A non-streamed request is not affected by the stream faults.
+        assert_eq!(
+            status_of(&raw(addr, "POST", "/v1/chat/completions", CHAT).await),
+            200
+        );
+
+        raw(
+            addr,
+            "POST",
+            "/__fault",
+            r#"{"error_event_before_content":true}"#,
+        )
+        .await;
+        let r = raw(addr, "POST", "/v1/chat/completions", CHAT_STREAM).await;
+        assert_eq!(header_of(&r, "content-type"), Some("text/event-stream"));
+        let (events, done) = events_of(&r);
+        assert!(!done);
+        assert_eq!(events.len(), 2, "{r}");
+        assert_eq!(
+            events[0]["choices"][0]["delta"],
+            json!({"role": "assistant", "content": ""})
+        );
+        assert_eq!(events[1]["error"]["code"], "overloaded");
+
+        raw(
+            addr,
+            "POST",
+            "/__fault",
+            r#"{"error_event_after_content":true}"#,
+        )
+        .await;
+        let r = raw(
+            addr,
+            "POST",
+            "/v1/completions",
+            r#"{"model":"m","prompt":"p","stream":true}"#,
+        )
+        .await;
+        let (events, done) = events_of(&r);
+        assert!(!done);
+        assert_eq!(events.len(), 2, "{r}");
+        assert_ne!(events[0]["choices"][0]["text"], "");
+        assert_eq!(events[1]["error"]["type"], "server_error");
+
+        raw(addr, "POST", "/__fault", r#"{"insufficient_quota":true}"#).await;
+        let r = raw(addr, "POST", "/v1/chat/completions", CHAT).await;
+        assert_eq!(status_of(&r), 429);
+        assert_eq!(header_of(&r, "retry-after"), None);
+        assert_eq!(json_of(&r)["error"]["code"], "insufficient_quota");
+
+        let r = raw(addr, "DELETE", "/__fault", "").await;
+        assert_eq!(json_of(&r), json!({}));
+        assert_eq!(
+            status_of(&raw(addr, "POST", "/v1/chat/completions", CHAT).await),
+            200
+        );
+
+        raw(addr, "POST", "/__fault", r#"{"status":500}"#).await;
+        raw(addr, "POST", "/__reset", "").await;
+        assert_eq!(json_of(&raw(addr, "GET", "/__fault", "").await), json!({}));
+        let calls = json_of(&raw(addr, "GET", "/__calls", "").await);
+        assert_eq!(calls["__total"], 0);
+        assert_eq!(status_of(&raw(addr, "GET", "/v1/models", "").await), 200);
+    }
+
+    #[tokio::test]
+    async fn delays_add_up_and_hang_never_answers() {
+        let addr = start(30).await;
+        raw(
+            addr,
+            "POST",
+            "/__fault",
+            r#"{"delay_ms":40,"first_byte_delay_ms":50}"#,
+        )
+        .await;
+        let t = std::time::Instant::now();
+        assert_eq!(status_of(&raw(addr, "GET", "/v1/models", "").await), 200);
+        assert!(
+            t.elapsed() >= Duration::from_millis(120),
+            "{:?}",
+            t.elapsed()
+        );
+
+        raw(addr, "POST", "/__fault", r#"{"hang":true}"#).await;
+        let hung = tokio::time::timeout(
+            Duration::from_millis(300),
+            raw(addr, "POST", "/v1/chat/completions", CHAT),
+        )
+        .await;
+        assert!(hung.is_err(), "a hanging mock answered");
+        let calls = json_of(&raw(addr, "GET", "/__calls", "").await);
+        assert_eq!(calls["__total"], 1, "{calls}");
     }
 }

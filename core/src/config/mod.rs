@@ -4,7 +4,14 @@
 //! `GATEWAY_CONFIG` is a JSON document whose schema lives here and nowhere else; unknown fields
 //! are rejected so that a typo is an error rather than a silently ignored setting.
 
+mod upstreams;
+
 use serde::Deserialize;
+
+pub use upstreams::{
+    defaults as routing_defaults, LatLon, RoutingConfig, RoutingSettings, UpstreamConfig,
+    UpstreamSettings, DEFAULT_UPSTREAM,
+};
 
 use crate::auth::KeyRing;
 use crate::cache::CacheSettings;
@@ -81,6 +88,12 @@ pub struct GatewayConfig {
     /// The deterministic-response cache (see [`crate::cache`]).
     #[serde(default)]
     pub cache: CacheConfig,
+    /// The upstreams (regions) to route across; instead of `UPSTREAM_BASE_URL`.
+    #[serde(default)]
+    pub upstreams: Option<Vec<UpstreamConfig>>,
+    /// Attempts, failover, ejection, breaker and probes.
+    #[serde(default)]
+    pub routing: RoutingConfig,
 }
 
 /// `"cache"` in `GATEWAY_CONFIG`. Every field is optional.
@@ -164,41 +177,30 @@ pub struct ModelEntry {
     pub owned_by: String,
     #[serde(default)]
     pub created: u64,
+    /// This model's `routing.first_byte_timeout_ms`.
+    #[serde(default)]
+    pub first_byte_timeout_ms: Option<u64>,
+    /// This model's `routing.stream_idle_timeout_ms`.
+    #[serde(default)]
+    pub stream_idle_timeout_ms: Option<u64>,
 }
 
 fn default_owner() -> String {
     "ai-edge-gateway".into()
 }
 
-/// One upstream provider: an OpenAI-compatible base URL and the operator's key for it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Upstream {
-    /// Without a trailing slash, e.g. `https://api.openai.com/v1`.
-    pub base_url: String,
-    pub api_key: Option<String>,
-}
-
-impl std::fmt::Debug for Upstream {
-    // The key is a secret: never printed, even in debug output.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Upstream")
-            .field("base_url", &self.base_url)
-            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
-            .finish()
-    }
-}
-
 /// Everything the gateway needs, validated.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    pub upstream: Upstream,
+    pub platform: Platform,
+    /// At least one; the first is `default` when built from `UPSTREAM_BASE_URL`.
+    pub upstreams: Vec<UpstreamSettings>,
+    pub routing: RoutingSettings,
     pub keys: KeyRing,
     pub region: Option<String>,
     pub models: Vec<ModelEntry>,
     pub max_body_bytes: u64,
     pub body_timeout_ms: u64,
-    pub upstream_timeout_ms: u64,
-    pub stream_idle_timeout_ms: u64,
     pub max_upstream_response_bytes: u64,
     pub cache: CacheSettings,
 }
@@ -211,17 +213,18 @@ impl Settings {
     /// Placeholder settings that allow nothing (no client key is valid, no upstream is set).
     pub(crate) fn unconfigured() -> Settings {
         Settings {
-            upstream: Upstream {
-                base_url: String::new(),
-                api_key: None,
-            },
+            platform: Platform::Native,
+            upstreams: Vec::new(),
+            routing: RoutingSettings::build(
+                &RoutingConfig::default(),
+                DEFAULT_UPSTREAM_TIMEOUT_MS,
+                DEFAULT_STREAM_IDLE_TIMEOUT_MS,
+            ),
             keys: KeyRing::empty(),
             region: None,
             models: Vec::new(),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             body_timeout_ms: DEFAULT_BODY_TIMEOUT_MS,
-            upstream_timeout_ms: DEFAULT_UPSTREAM_TIMEOUT_MS,
-            stream_idle_timeout_ms: DEFAULT_STREAM_IDLE_TIMEOUT_MS,
             max_upstream_response_bytes: DEFAULT_MAX_UPSTREAM_RESPONSE_BYTES,
             cache: CacheSettings::default(),
         }
@@ -240,24 +243,6 @@ impl Settings {
     ) -> Result<Settings, ConfigError> {
         let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
 
-        let base_url = get(names::UPSTREAM_BASE_URL).ok_or_else(|| {
-            config_error(
-                names::UPSTREAM_BASE_URL,
-                "is required (e.g. https://api.openai.com/v1)",
-            )
-        })?;
-        let base_url =
-            validate_base_url(&base_url).map_err(|m| config_error(names::UPSTREAM_BASE_URL, m))?;
-        let api_key = get(names::UPSTREAM_API_KEY).map(|k| k.trim().to_string());
-        if let Some(k) = &api_key {
-            if !is_header_safe(k) {
-                return Err(config_error(
-                    names::UPSTREAM_API_KEY,
-                    "contains characters that cannot be sent in an HTTP header",
-                ));
-            }
-        }
-
         let keys_raw = get(names::GATEWAY_API_KEYS).ok_or_else(|| {
             config_error(
                 names::GATEWAY_API_KEYS,
@@ -272,6 +257,28 @@ impl Settings {
             None => GatewayConfig::default(),
         };
         config.validate()?;
+        let upstreams = match &config.upstreams {
+            Some(list) => {
+                if get(names::UPSTREAM_BASE_URL).is_some() {
+                    return Err(config_error(
+                        names::GATEWAY_CONFIG,
+                        format!(
+                            "upstreams and {} are both set: use one or the other",
+                            names::UPSTREAM_BASE_URL
+                        ),
+                    ));
+                }
+                upstreams::resolve(list, &lookup)?
+            }
+            None => vec![single_upstream(&get)?],
+        };
+        let first_byte_ms = config
+            .upstream_timeout_ms
+            .unwrap_or(DEFAULT_UPSTREAM_TIMEOUT_MS);
+        let idle_ms = config
+            .stream_idle_timeout_ms
+            .unwrap_or(DEFAULT_STREAM_IDLE_TIMEOUT_MS);
+        let routing = RoutingSettings::resolve(&config.routing, first_byte_ms, idle_ms)?;
         let mut cache = CacheSettings::from_config(&config.cache)
             .map_err(|m| config_error(names::GATEWAY_CONFIG, format!("cache: {m}")))?;
         if config.cache.max_entry_bytes.is_none() {
@@ -279,23 +286,68 @@ impl Settings {
         }
 
         Ok(Settings {
-            upstream: Upstream { base_url, api_key },
+            platform,
+            upstreams,
+            routing,
             keys,
             region: get(names::REGION),
             models: config.models,
             max_body_bytes: config.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES),
             body_timeout_ms: config.body_timeout_ms.unwrap_or(DEFAULT_BODY_TIMEOUT_MS),
-            upstream_timeout_ms: config
-                .upstream_timeout_ms
-                .unwrap_or(DEFAULT_UPSTREAM_TIMEOUT_MS),
-            stream_idle_timeout_ms: config
-                .stream_idle_timeout_ms
-                .unwrap_or(DEFAULT_STREAM_IDLE_TIMEOUT_MS),
             max_upstream_response_bytes: config
                 .max_upstream_response_bytes
                 .unwrap_or(platform.default_max_upstream_response_bytes()),
             cache,
         })
+    }
+}
+
+/// The one upstream of `UPSTREAM_BASE_URL` and `UPSTREAM_API_KEY`.
+fn single_upstream(get: &dyn Fn(&str) -> Option<String>) -> Result<UpstreamSettings, ConfigError> {
+    let base_url = get(names::UPSTREAM_BASE_URL).ok_or_else(|| {
+        config_error(
+            names::UPSTREAM_BASE_URL,
+            "is required (e.g. https://api.openai.com/v1), unless GATEWAY_CONFIG lists upstreams",
+        )
+    })?;
+    let base_url =
+        validate_base_url(&base_url).map_err(|m| config_error(names::UPSTREAM_BASE_URL, m))?;
+    let api_key = get(names::UPSTREAM_API_KEY).map(|k| k.trim().to_string());
+    if let Some(k) = &api_key {
+        if !is_header_safe(k) {
+            return Err(config_error(
+                names::UPSTREAM_API_KEY,
+                "contains characters that cannot be sent in an HTTP header",
+            ));
+        }
+    }
+    Ok(upstreams::single(base_url, api_key.as_deref()))
+}
+
+impl Settings {
+    /// The first-byte timeout for `model` (its own, else `routing`'s).
+    pub fn first_byte_timeout(&self, model: Option<&str>) -> std::time::Duration {
+        self.model_entry(model)
+            .and_then(|m| m.first_byte_timeout_ms)
+            .map_or(
+                self.routing.first_byte_timeout,
+                std::time::Duration::from_millis,
+            )
+    }
+
+    /// The stream idle timeout for `model` (its own, else `routing`'s).
+    pub fn stream_idle_timeout(&self, model: Option<&str>) -> std::time::Duration {
+        self.model_entry(model)
+            .and_then(|m| m.stream_idle_timeout_ms)
+            .map_or(
+                self.routing.stream_idle_timeout,
+                std::time::Duration::from_millis,
+            )
+    }
+
+    fn model_entry(&self, model: Option<&str>) -> Option<&ModelEntry> {
+        let model = model?;
+        self.models.iter().find(|m| m.id == model)
     }
 }
 
@@ -316,6 +368,18 @@ impl GatewayConfig {
         positive("body_timeout_ms", self.body_timeout_ms)?;
         positive("upstream_timeout_ms", self.upstream_timeout_ms)?;
         positive("stream_idle_timeout_ms", self.stream_idle_timeout_ms)?;
+        if self.upstream_timeout_ms.is_some() && self.routing.first_byte_timeout_ms.is_some() {
+            return Err(config_error(
+                names::GATEWAY_CONFIG,
+                "upstream_timeout_ms and routing.first_byte_timeout_ms are both set: keep routing.first_byte_timeout_ms",
+            ));
+        }
+        if self.stream_idle_timeout_ms.is_some() && self.routing.stream_idle_timeout_ms.is_some() {
+            return Err(config_error(
+                names::GATEWAY_CONFIG,
+                "stream_idle_timeout_ms and routing.stream_idle_timeout_ms are both set: keep routing.stream_idle_timeout_ms",
+            ));
+        }
         positive(
             "max_upstream_response_bytes",
             self.max_upstream_response_bytes,
@@ -328,6 +392,8 @@ impl GatewayConfig {
                     "models[].id must not be empty",
                 ));
             }
+            positive("models[].first_byte_timeout_ms", m.first_byte_timeout_ms)?;
+            positive("models[].stream_idle_timeout_ms", m.stream_idle_timeout_ms)?;
             if !seen.insert(m.id.as_str()) {
                 return Err(config_error(
                     names::GATEWAY_CONFIG,
@@ -386,7 +452,9 @@ mod tests {
             ("GATEWAY_API_KEYS", "k1, k2"),
         ]))
         .unwrap();
-        assert_eq!(s.upstream.base_url, "https://api.openai.com/v1");
+        assert_eq!(s.upstreams[0].base_url, "https://api.openai.com/v1");
+        assert_eq!(s.upstreams[0].name, "default");
+        assert_eq!(s.routing.max_attempts, 3);
         assert_eq!(s.max_body_bytes, 10 * 1024 * 1024);
         assert_eq!(s.keys.len(), 2);
         assert!(s.models.is_empty());
@@ -439,7 +507,7 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(s.max_body_bytes, 100);
-        assert_eq!(s.upstream_timeout_ms, 5);
+        assert_eq!(s.routing.first_byte_timeout.as_millis(), 5);
         assert_eq!(s.models[0].owned_by, "ai-edge-gateway");
     }
 
@@ -461,7 +529,7 @@ mod tests {
 
     #[test]
     fn the_readme_sample_gateway_config_is_valid() {
-        let readme = include_str!("../../README.md");
+        let readme = include_str!("../../../README.md");
         let start = readme
             .find("`GATEWAY_CONFIG` (schema")
             .and_then(|i| readme[i..].find("```json").map(|j| i + j + "```json".len()))
