@@ -50,6 +50,8 @@ mod relay;
 mod response;
 
 #[cfg(test)]
+mod failover_tests;
+#[cfg(test)]
 mod tests;
 
 use std::sync::Arc;

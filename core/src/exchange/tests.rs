@@ -13,22 +13,22 @@ use crate::log::RequestLog;
 use crate::time::UnixMillis;
 use crate::Settings;
 
-const CLIENT_KEY: &str = "client-1";
-const UPSTREAM_KEY: &str = "sk-upstream";
-const CHAT: &[u8] = br#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
-const CHAT0: &[u8] =
+pub(super) const CLIENT_KEY: &str = "client-1";
+pub(super) const UPSTREAM_KEY: &str = "sk-upstream";
+pub(super) const CHAT: &[u8] = br#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
+pub(super) const CHAT0: &[u8] =
     br#"{"model":"m","temperature":0,"messages":[{"role":"user","content":"hi"}]}"#;
-const STREAM0: &[u8] =
+pub(super) const STREAM0: &[u8] =
     br#"{"model":"m","temperature":0,"stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
-const ANSWER: &[u8] =
+pub(super) const ANSWER: &[u8] =
     br#"{"id":"c1","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}"#;
-const SSE: [&[u8]; 3] = [
+pub(super) const SSE: [&[u8]; 3] = [
     b"data: {\"choices\":[{\"delta\":{\"content\":\"Hi\"}}]}\n\n",
     b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":1,\"total_tokens\":4}}\n\n",
     b"data: [DONE]\n\n",
 ];
 
-fn gateway(config: &str) -> Arc<Gateway> {
+pub(super) fn gateway(config: &str) -> Arc<Gateway> {
     let settings = Settings::from_lookup(|k| match k {
         "UPSTREAM_BASE_URL" => Some("http://up.example/v1".into()),
         "UPSTREAM_API_KEY" => Some(UPSTREAM_KEY.into()),
@@ -42,11 +42,11 @@ fn gateway(config: &str) -> Arc<Gateway> {
 
 /// Timeouts small enough to read: body 1 s, upstream 1.5 s (as in the conformance suite),
 /// 2 s of silence in a stream; one attempt (failover is tested with [`REGIONS`]).
-const CONFIG: &str = r#"{"max_body_bytes":1000,"body_timeout_ms":1000,"upstream_timeout_ms":1500,"stream_idle_timeout_ms":2000,"max_upstream_response_bytes":500,"routing":{"max_attempts":1,"keepalive_after_ms":0}}"#;
+pub(super) const CONFIG: &str = r#"{"max_body_bytes":1000,"body_timeout_ms":1000,"upstream_timeout_ms":1500,"stream_idle_timeout_ms":2000,"max_upstream_response_bytes":500,"routing":{"max_attempts":1,"keepalive_after_ms":0}}"#;
 
 /// What the client sends after its head.
 #[derive(Clone)]
-enum ClientBody {
+pub(super) enum ClientBody {
     /// The whole body, this many ms after the head.
     After(u64, &'static [u8]),
     /// More than the limit while reading.
@@ -57,7 +57,7 @@ enum ClientBody {
 
 /// What the upstream does with an attempt.
 #[derive(Clone)]
-enum Up {
+pub(super) enum Up {
     Head {
         after_ms: u64,
         status: u16,
@@ -69,14 +69,14 @@ enum Up {
 }
 
 #[derive(Clone)]
-enum UpBody {
+pub(super) enum UpBody {
     Whole(u64, &'static [u8]),
     TooLarge,
     /// Chunks, each this many ms after the previous one, then the end.
     Chunks(Vec<(u64, &'static [u8])>, BodyEnd),
 }
 
-fn json_answer(after_ms: u64, body: &'static [u8]) -> Up {
+pub(super) fn json_answer(after_ms: u64, body: &'static [u8]) -> Up {
     Up::Head {
         after_ms,
         status: 200,
@@ -88,7 +88,7 @@ fn json_answer(after_ms: u64, body: &'static [u8]) -> Up {
     }
 }
 
-fn sse_answer(chunks: Vec<(u64, &'static [u8])>, end: BodyEnd) -> Up {
+pub(super) fn sse_answer(chunks: Vec<(u64, &'static [u8])>, end: BodyEnd) -> Up {
     Up::Head {
         after_ms: 5,
         status: 200,
@@ -98,22 +98,22 @@ fn sse_answer(chunks: Vec<(u64, &'static [u8])>, end: BodyEnd) -> Up {
 }
 
 #[derive(Debug)]
-struct Outcome {
-    status: u16,
-    headers: HeaderMap,
-    body: Vec<u8>,
+pub(super) struct Outcome {
+    pub(super) status: u16,
+    pub(super) headers: HeaderMap,
+    pub(super) body: Vec<u8>,
     /// The ms (since the request's start) each relayed chunk reached the client.
-    chunk_times: Vec<u64>,
-    aborted: bool,
-    log: RequestLog,
+    pub(super) chunk_times: Vec<u64>,
+    pub(super) aborted: bool,
+    pub(super) log: RequestLog,
 }
 
 impl Outcome {
-    fn header(&self, name: &str) -> Option<&str> {
+    pub(super) fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
-    fn code(&self) -> String {
+    pub(super) fn code(&self) -> String {
         let v: serde_json::Value = serde_json::from_slice(&self.body).unwrap();
         v["error"]["code"].as_str().unwrap_or_default().to_string()
     }
@@ -121,17 +121,17 @@ impl Outcome {
 
 /// The current upstream body: chunks (ms after the previous one), the next one, its end, and
 /// when the last one came (µs).
-type Cursor = (Vec<(u64, &'static [u8])>, usize, BodyEnd, u64);
+pub(super) type Cursor = (Vec<(u64, &'static [u8])>, usize, BodyEnd, u64);
 
 /// The runtime, played on virtual time.
-struct Sim {
-    gw: Arc<Gateway>,
-    router: Router,
+pub(super) struct Sim {
+    pub(super) gw: Arc<Gateway>,
+    pub(super) router: Router,
     now_us: u64,
-    store: BTreeMap<CacheKey, Arc<CacheEntry>>,
-    sends: Vec<Attempt>,
+    pub(super) store: BTreeMap<CacheKey, Arc<CacheEntry>>,
+    pub(super) sends: Vec<Attempt>,
     /// When (ms) each attempt was sent.
-    send_times: Vec<u64>,
+    pub(super) send_times: Vec<u64>,
     shared_lookups: Vec<bool>,
     /// The call in progress: its id, when it answers (µs), and how.
     pending: Option<(AttemptId, Option<u64>, Up)>,
@@ -141,11 +141,11 @@ struct Sim {
     emitted: Vec<(u64, Bytes)>,
     ended: Option<bool>,
     /// The upstream scripts a driven response goes on with.
-    driven_ups: Vec<Up>,
+    pub(super) driven_ups: Vec<Up>,
 }
 
 impl Sim {
-    fn new(config: &str) -> Sim {
+    pub(super) fn new(config: &str) -> Sim {
         Sim {
             gw: gateway(config),
             router: Router::new(),
@@ -162,22 +162,22 @@ impl Sim {
         }
     }
 
-    fn now(&self) -> Now {
+    pub(super) fn now(&self) -> Now {
         Now {
             instant: Instant::from_micros(self.now_us),
             unix: UnixMillis(1_700_000_000_000 + self.now_us / 1000),
         }
     }
 
-    fn advance(&mut self, ms: u64) {
+    pub(super) fn advance(&mut self, ms: u64) {
         self.now_us += ms * 1000;
     }
 
-    fn ms(&self) -> u64 {
+    pub(super) fn ms(&self) -> u64 {
         self.now_us / 1000
     }
 
-    fn start(
+    pub(super) fn start(
         &self,
         method: &'static str,
         path: &'static str,
@@ -204,7 +204,7 @@ impl Sim {
         )
     }
 
-    fn chat(&self) -> Exchange {
+    pub(super) fn chat(&self) -> Exchange {
         self.start(
             "POST",
             "/v1/chat/completions",
@@ -217,12 +217,12 @@ impl Sim {
 
     /// Waits `ms` for an event, unless the exchange's deadline comes first (then it is handled
     /// and `false` returned).
-    fn wait(&mut self, ex: &mut Exchange, ms: u64) -> bool {
+    pub(super) fn wait(&mut self, ex: &mut Exchange, ms: u64) -> bool {
         let due = self.now_us.saturating_add(ms.saturating_mul(1000));
         self.wait_until(ex, due)
     }
 
-    fn wait_until(&mut self, ex: &mut Exchange, due: u64) -> bool {
+    pub(super) fn wait_until(&mut self, ex: &mut Exchange, due: u64) -> bool {
         match ex.poll_timeout() {
             Some(t) if t.as_micros() <= due => {
                 self.now_us = self.now_us.max(t.as_micros());
@@ -237,25 +237,35 @@ impl Sim {
         }
     }
 
-    fn poll(&mut self, ex: &mut Exchange) -> Action {
+    pub(super) fn poll(&mut self, ex: &mut Exchange) -> Action {
         let now = self.now();
         ex.poll_action(now, &mut self.router)
     }
 
     /// Runs the exchange to its response; relays the body; finishes it.
-    fn drive(&mut self, ex: Exchange, client: ClientBody, up: &Up) -> Outcome {
+    pub(super) fn drive(&mut self, ex: Exchange, client: ClientBody, up: &Up) -> Outcome {
         self.drive_seq(ex, client, std::slice::from_ref(up))
     }
 
     /// As [`Sim::drive`], attempt `n` (from 1) answered by `ups[n - 1]` (the last one for any
     /// later attempt).
-    fn drive_seq(&mut self, mut ex: Exchange, client: ClientBody, ups: &[Up]) -> Outcome {
+    pub(super) fn drive_seq(
+        &mut self,
+        mut ex: Exchange,
+        client: ClientBody,
+        ups: &[Up],
+    ) -> Outcome {
         let started = self.ms();
         let response = self.until_response_seq(&mut ex, client, ups);
         self.finish_response(ex, response, started)
     }
 
-    fn until_response(&mut self, ex: &mut Exchange, client: ClientBody, up: &Up) -> Response {
+    pub(super) fn until_response(
+        &mut self,
+        ex: &mut Exchange,
+        client: ClientBody,
+        up: &Up,
+    ) -> Response {
         self.until_response_seq(ex, client, std::slice::from_ref(up))
     }
 
@@ -266,7 +276,7 @@ impl Sim {
         ups.get(i).cloned().unwrap_or(Up::Silent)
     }
 
-    fn until_response_seq(
+    pub(super) fn until_response_seq(
         &mut self,
         ex: &mut Exchange,
         client: ClientBody,
@@ -439,7 +449,12 @@ impl Sim {
 
     /// Relays the rest of the body as the runtime would (or, for a driven response, keeps
     /// driving), then finishes the exchange.
-    fn finish_response(&mut self, mut ex: Exchange, response: Response, started: u64) -> Outcome {
+    pub(super) fn finish_response(
+        &mut self,
+        mut ex: Exchange,
+        response: Response,
+        started: u64,
+    ) -> Outcome {
         let mut out = Outcome {
             status: response.status,
             headers: response.headers,
@@ -498,7 +513,13 @@ impl Sim {
     }
 
     /// As the old two-step API: relay a response from [`Sim::until_response`].
-    fn relay(&mut self, ex: Exchange, response: Response, _up: &Up, started: u64) -> Outcome {
+    pub(super) fn relay(
+        &mut self,
+        ex: Exchange,
+        response: Response,
+        _up: &Up,
+        started: u64,
+    ) -> Outcome {
         self.finish_response(ex, response, started)
     }
 }

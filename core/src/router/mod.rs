@@ -318,3 +318,6 @@ impl Router {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod order_tests;
