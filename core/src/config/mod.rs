@@ -278,7 +278,12 @@ impl Settings {
         let idle_ms = config
             .stream_idle_timeout_ms
             .unwrap_or(DEFAULT_STREAM_IDLE_TIMEOUT_MS);
-        let routing = RoutingSettings::resolve(&config.routing, first_byte_ms, idle_ms)?;
+        let mut routing = RoutingSettings::resolve(&config.routing, first_byte_ms, idle_ms)?;
+        if config.upstreams.is_none() && config.routing.health.interval_secs.is_none() {
+            // One upstream: probing it changes no choice (it is tried whatever they say), so
+            // it costs calls for nothing unless asked for.
+            routing.health_interval = None;
+        }
         let mut cache = CacheSettings::from_config(&config.cache)
             .map_err(|m| config_error(names::GATEWAY_CONFIG, format!("cache: {m}")))?;
         if config.cache.max_entry_bytes.is_none() {
