@@ -62,6 +62,16 @@ impl GatewayBody {
         }
     }
 
+    /// No body (and no exchange).
+    pub fn empty(shared: Arc<Shared>) -> GatewayBody {
+        GatewayBody {
+            source: Source::Full(None),
+            exchange: None,
+            shared,
+            cache: None,
+        }
+    }
+
     /// A driven response's body; its exchange (and log line) live with the loop behind it.
     pub fn channel(
         rx: mpsc::Receiver<Result<Bytes, BoxError>>,
@@ -166,12 +176,7 @@ impl GatewayBody {
 impl Drop for GatewayBody {
     fn drop(&mut self) {
         if let Some(mut ex) = self.exchange.take() {
-            let now = clock::now();
-            if let Some(log) = self.shared.with(|r| ex.finish(now, r)) {
-                let mut line = log.to_line();
-                line.push('\n');
-                crate::log_sink::write(line);
-            }
+            crate::driver::finish(&mut ex, &self.shared);
         }
     }
 }

@@ -89,6 +89,30 @@ async fn drain(mut body: Incoming) {
     let _ = tokio::time::timeout(UNREAD_BODY_LINGER, read).await;
 }
 
+/// An exchange whose response has not begun; finished if dropped so.
+struct Unfinished<'a> {
+    ex: Option<Exchange>,
+    shared: &'a Shared,
+}
+
+impl Drop for Unfinished<'_> {
+    fn drop(&mut self) {
+        if let Some(ex) = self.ex.as_mut() {
+            finish(ex, self.shared);
+        }
+    }
+}
+
+/// Ends an exchange and writes its log line.
+pub fn finish(ex: &mut Exchange, shared: &Shared) {
+    let now = clock::now();
+    if let Some(log) = shared.with(|r| ex.finish(now, r)) {
+        let mut line = log.to_line();
+        line.push('\n');
+        crate::log_sink::write(line);
+    }
+}
+
 /// An upstream call in progress: kept across the core's timers (a keepalive must not cancel it).
 type Call = Pin<Box<dyn Future<Output = Result<Response<Incoming>, TransportError>> + Send>>;
 
@@ -145,7 +169,7 @@ impl Driver {
             call: None,
             upstream: None,
         };
-        let mut ex = Exchange::new(
+        let ex = Exchange::new(
             self.gateway.clone(),
             RequestParts {
                 method: parts.method.as_str(),
@@ -157,7 +181,23 @@ impl Driver {
             clock::now(),
             random16(),
         );
-        let response = match self.run(&mut ex, &mut io, None).await {
+        // If the client goes away before the response (hyper drops this future), the guard
+        // still ends the exchange: its upstream is released and its line logged.
+        let mut guard = Unfinished {
+            ex: Some(ex),
+            shared: &self.shared,
+        };
+        let exit = match guard.ex.as_mut() {
+            Some(ex) => self.run(ex, &mut io, None).await,
+            None => Exit::Ended,
+        };
+        let Some(ex) = guard.ex.take() else {
+            return head(
+                CoreResponse::internal("the exchange was lost"),
+                GatewayBody::empty(self.shared.clone()),
+            );
+        };
+        let response = match exit {
             Exit::Respond(r) => r,
             Exit::Ended => CoreResponse::internal("a response ended before it began"),
         };
@@ -178,12 +218,7 @@ impl Driver {
         if let Exit::Respond(_) = self.run(&mut ex, &mut io, Some(&tx)).await {
             let _ = tx.send(Err(BoxError::from("a second response head"))).await;
         }
-        let now = clock::now();
-        if let Some(log) = self.shared.with(|r| ex.finish(now, r)) {
-            let mut line = log.to_line();
-            line.push('\n');
-            crate::log_sink::write(line);
-        }
+        finish(&mut ex, &self.shared);
     }
 
     /// The core's loop: performs each action it asks for and reports the outcome.

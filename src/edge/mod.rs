@@ -106,8 +106,20 @@ struct Origin<'a> {
     ctx: &'a Context,
 }
 
+/// An exchange whose response has not begun; finished if dropped so (the platform cancelled
+/// the request).
+struct Unfinished(Option<Exchange>);
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        if let Some(ex) = self.0.as_mut() {
+            finish(ex);
+        }
+    }
+}
+
 async fn drive(
-    mut ex: Exchange,
+    ex: Exchange,
     req: &Request,
     declared: Option<u64>,
     env: &Env,
@@ -116,7 +128,15 @@ async fn drive(
     probes::refresh(env, ctx);
     let mut io = Io::default();
     let origin = Origin { req, declared, ctx };
-    let response = match run(&mut ex, &mut io, Some(&origin), env, None).await {
+    let mut guard = Unfinished(Some(ex));
+    let exit = match guard.0.as_mut() {
+        Some(ex) => run(ex, &mut io, Some(&origin), env, None).await,
+        None => Exit::Ended,
+    };
+    let Some(mut ex) = guard.0.take() else {
+        return internal_error();
+    };
+    let response = match exit {
         Exit::Respond(r) => r,
         Exit::Ended => CoreResponse::internal("a response ended before it began"),
     };

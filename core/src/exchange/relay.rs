@@ -136,6 +136,11 @@ impl Exchange {
         }
         self.land(None, now, router);
         self.release_current(router);
+        if self.log.status == 0 {
+            // Ended before any response began: the client went away.
+            self.log.status = 499;
+            self.log.error_code = Some("client_closed_request".into());
+        }
         if let Some(relay) = &self.relay {
             if relay.sse.is_some() && !relay.ended {
                 // The client went away before the stream ended.

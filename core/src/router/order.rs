@@ -119,7 +119,7 @@ pub(crate) fn order(
         .filter(|i| !out.contains(i))
         .map(|i| (score(i), i))
         .collect();
-    rest.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    sort_ranked(&mut rest);
     out.extend(rest.into_iter().map(|(_, i)| i));
     out
 }
@@ -140,7 +140,7 @@ fn nearest(
             Some((distance_km(client, u.location?), i))
         })
         .collect();
-    placed.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    sort_ranked(&mut placed);
     let &(d0, i0) = placed.first()?;
     let region = upstreams.get(i0).map(|u| u.region.as_str());
     Some(
@@ -178,20 +178,25 @@ fn soonest_first(
     now: Instant,
     score: &dyn Fn(usize) -> f64,
 ) -> Vec<usize> {
-    let mut later: Vec<(Instant, usize)> = Vec::new();
+    let mut later: Vec<(f64, usize)> = Vec::new();
     let mut down: Vec<(f64, usize)> = Vec::new();
     for &i in serving {
         match states.availability(i, now) {
-            Availability::Available => later.push((now, i)),
-            Availability::Later(t) => later.push((t, i)),
+            Availability::Available => later.push((0.0, i)),
+            Availability::Later(t) => later.push((t.since(now).as_secs_f64(), i)),
             Availability::Down => down.push((score(i), i)),
         }
     }
-    later.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
-    down.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    sort_ranked(&mut later);
+    sort_ranked(&mut down);
     later
         .into_iter()
         .map(|(_, i)| i)
         .chain(down.into_iter().map(|(_, i)| i))
         .collect()
+}
+
+/// Sorts by rank, then index. One sort for every list (and one copy of its code in the Worker).
+fn sort_ranked(list: &mut [(f64, usize)]) {
+    list.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
 }
