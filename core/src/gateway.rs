@@ -255,7 +255,7 @@ impl Gateway {
     /// The probe of upstream `i`: `GET {base_url}/models` with its key (costs no tokens).
     pub fn probe(&self, i: usize) -> Option<crate::exchange::Attempt> {
         let u = self.settings.upstreams.get(i)?;
-        let mut headers = http::HeaderMap::with_capacity(2);
+        let mut headers = u.headers.clone();
         if let Some(auth) = &u.authorization {
             headers.insert(http::header::AUTHORIZATION, auth.clone());
         }

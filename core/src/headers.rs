@@ -37,6 +37,11 @@ const ACCOUNT_SELECTING: &[&str] = &[
     "x-goog-api-key",
 ];
 
+/// Whether `name` is a hop-by-hop or framing header (never configured by the operator).
+pub fn is_hop_by_hop(name: &str) -> bool {
+    HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
+}
+
 /// Should a client's request header be sent upstream?
 ///
 /// The client's `authorization` never is (the operator's key replaces it); nor are headers that

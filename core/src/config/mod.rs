@@ -575,6 +575,110 @@ mod tests {
         assert_eq!(edge.cache.max_entry_bytes, 50);
     }
 
+    fn with_upstreams(doc: &str) -> Result<Settings, ConfigError> {
+        Settings::from_lookup(lookup(&[
+            ("GATEWAY_API_KEYS", "k"),
+            ("KEY_A", "sk-a"),
+            ("GATEWAY_CONFIG", doc),
+        ]))
+    }
+
+    #[test]
+    fn upstreams_resolve_keys_fallbacks_and_defaults() {
+        let s = with_upstreams(
+            r#"{"upstreams":[
+              {"name":"a","base_url":"https://a.test/v1/","api_key_secret":"KEY_A","fallbacks":["b"],
+               "headers":{"openai-organization":"org-1"}},
+              {"name":"b","base_url":"http://b.test:8080/v1","region":"eu","location":{"lat":50.1,"lon":8.7},"weight":3,"models":["m"]}]}"#,
+        )
+        .unwrap();
+        let (a, b) = (&s.upstreams[0], &s.upstreams[1]);
+        assert_eq!(a.base_url, "https://a.test/v1");
+        assert_eq!(a.authorization.as_ref().unwrap(), "Bearer sk-a");
+        assert_eq!(
+            (a.region.as_str(), a.weight, a.fallbacks.clone()),
+            ("a", 1, vec![1])
+        );
+        assert_eq!(a.headers["openai-organization"], "org-1");
+        assert!(a.serves("anything") && b.serves("m") && !b.serves("other"));
+        assert_eq!(
+            (b.host.as_str(), b.location),
+            ("b.test:8080", Some((50.1, 8.7)))
+        );
+        assert!(b.authorization.is_none());
+        assert!(
+            s.routing.health_interval.is_some(),
+            "probes on with several upstreams"
+        );
+        let dbg = format!("{s:?}");
+        assert!(!dbg.contains("sk-a") && !dbg.contains("org-1"), "{dbg}");
+    }
+
+    #[test]
+    fn bad_upstreams_are_refused_naming_the_upstream_and_the_problem() {
+        for (doc, needle) in [
+            (r#"{"upstreams":[]}"#, "at least one"),
+            (
+                r#"{"upstreams":[{"name":"a","base_url":"http://a/v1"},{"name":"a","base_url":"http://b/v1"}]}"#,
+                "used twice",
+            ),
+            (
+                r#"{"upstreams":[{"name":"a","base_url":"http://a/v1","fallbacks":["zz"]}]}"#,
+                "fallback 'zz' is not an upstream",
+            ),
+            (
+                r#"{"upstreams":[{"name":"a","base_url":"ftp://a"}]}"#,
+                "http://",
+            ),
+            (
+                r#"{"upstreams":[{"name":"a","base_url":"http://a/v1","api_key_secret":"NOPE"}]}"#,
+                "NOPE",
+            ),
+            (
+                r#"{"upstreams":[{"name":"a","base_url":"http://a/v1","weight":0}]}"#,
+                "weight",
+            ),
+            (
+                r#"{"upstreams":[{"name":"a","base_url":"http://a/v1","location":{"lat":95,"lon":0}}]}"#,
+                "lat",
+            ),
+            (
+                r#"{"upstreams":[{"name":"a","base_url":"http://a/v1","headers":{"host":"x"}}]}"#,
+                "set by the gateway",
+            ),
+            (
+                r#"{"upstreams":[{"name":"a","base_url":"http://a/v1"}],"routing":{"max_attempts":0}}"#,
+                "max_attempts",
+            ),
+            (
+                r#"{"upstream_timeout_ms":5,"routing":{"first_byte_timeout_ms":5},"upstreams":[{"name":"a","base_url":"http://a/v1"}]}"#,
+                "both set",
+            ),
+        ] {
+            let err = with_upstreams(doc).unwrap_err();
+            assert_eq!(err.setting, "GATEWAY_CONFIG");
+            assert!(err.to_string().contains(needle), "{doc}: {err}");
+        }
+    }
+
+    #[test]
+    fn upstreams_and_upstream_base_url_together_are_refused_naming_both() {
+        let err = Settings::from_lookup(lookup(&[
+            ("GATEWAY_API_KEYS", "k"),
+            ("UPSTREAM_BASE_URL", "http://x/v1"),
+            (
+                "GATEWAY_CONFIG",
+                r#"{"upstreams":[{"name":"a","base_url":"http://a/v1"}]}"#,
+            ),
+        ]))
+        .unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("upstreams") && msg.contains("UPSTREAM_BASE_URL"),
+            "{msg}"
+        );
+    }
+
     #[test]
     fn debug_output_never_shows_the_upstream_key() {
         let s = Settings::from_lookup(lookup(&[

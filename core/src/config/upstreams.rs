@@ -34,6 +34,10 @@ pub struct UpstreamConfig {
     /// Other upstreams to try next, in order, when this one is the first choice.
     #[serde(default)]
     pub fallbacks: Vec<String>,
+    /// Headers the operator sends with every call to this upstream (e.g. `openai-organization`,
+    /// a provider's version header); they replace the client's of the same name.
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
@@ -114,6 +118,8 @@ pub struct UpstreamSettings {
     pub fallbacks: Vec<usize>,
     /// `Bearer <key>`, marked sensitive, when the upstream needs a key.
     pub authorization: Option<HeaderValue>,
+    /// The operator's headers for this upstream (values marked sensitive: never printed).
+    pub headers: http::HeaderMap,
 }
 
 impl std::fmt::Debug for UpstreamSettings {
@@ -131,6 +137,7 @@ impl std::fmt::Debug for UpstreamSettings {
                 "authorization",
                 &self.authorization.as_ref().map(|_| "<redacted>"),
             )
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
             .finish()
     }
 }
@@ -299,6 +306,7 @@ pub(super) fn single(base_url: String, api_key: Option<&str>) -> UpstreamSetting
         models: None,
         fallbacks: Vec::new(),
         authorization: api_key.and_then(authorization),
+        headers: http::HeaderMap::new(),
     }
 }
 
@@ -427,7 +435,33 @@ pub(super) fn resolve(
             }
             Some(m) => Some(m.iter().map(|s| s.trim().to_string()).collect()),
         };
+        let mut headers = http::HeaderMap::with_capacity(u.headers.len());
+        for (name, value) in &u.headers {
+            let n = http::HeaderName::from_bytes(name.trim().as_bytes())
+                .map_err(|_| err(i, name, format!("headers: '{name}' is not a header name")))?;
+            if n == http::header::AUTHORIZATION
+                || n == http::header::HOST
+                || n == http::header::CONTENT_LENGTH
+                || crate::headers::is_hop_by_hop(n.as_str())
+            {
+                return Err(err(
+                    i,
+                    name,
+                    format!("headers: '{n}' is set by the gateway itself"),
+                ));
+            }
+            let mut v = HeaderValue::from_str(value.trim()).map_err(|_| {
+                err(
+                    i,
+                    name,
+                    format!("headers: the value of '{n}' cannot be sent in a header"),
+                )
+            })?;
+            v.set_sensitive(true);
+            headers.insert(n, v);
+        }
         out.push(UpstreamSettings {
+            headers,
             host: host_of(&base_url),
             name: name.to_string(),
             base_url,

@@ -186,6 +186,9 @@ impl Exchange {
         }
         self.step = Step::AwaitHead;
         let mut out = self.forward_headers().clone();
+        for (name, value) in &upstream.headers {
+            out.insert(name.clone(), value.clone());
+        }
         let (method, path) = match &self.forward {
             Some(f) => (f.method, f.path.as_str()),
             None => ("GET", ""),

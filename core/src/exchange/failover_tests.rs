@@ -12,7 +12,8 @@ use crate::Settings;
 /// Three upstreams without locations (so the order is by score, then by index) and short,
 /// readable timers: first byte 1 s, keepalive after 500 ms then every 300 ms.
 const REGIONS: &str = r#"{"upstreams":[
-  {"name":"a","base_url":"http://a.test/v1","api_key_secret":"KEY_A","fallbacks":["b","c"]},
+  {"name":"a","base_url":"http://a.test/v1","api_key_secret":"KEY_A","fallbacks":["b","c"],
+   "headers":{"openai-organization":"org-of-a"}},
   {"name":"b","base_url":"http://b.test/v1","api_key_secret":"KEY_B"},
   {"name":"c","base_url":"http://c.test/v1","api_key_secret":"KEY_C"}],
   "routing":{"max_attempts":3,"deadline_ms":10000,"first_byte_timeout_ms":1000,
@@ -89,6 +90,9 @@ fn a_503_fails_over_to_the_next_upstream_with_its_own_key_and_names_who_answered
     );
     assert_eq!(sim.sends[1].url, "http://b.test/v1/chat/completions");
     assert_eq!(&sim.sends[1].body[..], CHAT, "the same bytes again");
+    let org = |i: usize| sim.sends[i].headers.get("openai-organization").cloned();
+    assert_eq!(org(0).unwrap(), "org-of-a", "the operator's header for a");
+    assert_eq!(org(1), None, "not sent to b");
     assert_eq!(out.header("x-gateway-upstream"), Some("b"));
     assert_eq!(out.header("x-gateway-attempts"), Some("2"));
     assert_eq!(out.log.upstream.as_deref(), Some("b"));
