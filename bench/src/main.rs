@@ -6,10 +6,12 @@
 //! - `bench smoke` a few seconds, direct and fly-fallback only; exit 0 when both answered right
 //! - `bench soak`  a long fixed-rate run reporting memory growth
 //! - `bench report` re-renders the tables and charts from results.json
+//! - `bench regions` the region simulation (bench/regions.sh); writes bench/results/regions/
 
 mod charts;
 mod load;
 mod progress;
+mod regions;
 mod report;
 mod scenarios;
 mod sys;
@@ -47,6 +49,9 @@ enum Cmd {
     Soak(SoakArgs),
     /// Re-renders results.md, the snippet and the charts from results.json.
     Report(Common),
+    /// The region simulation: five regions behind simulated latency, one cut and brought
+    /// back, load from several client locations; writes bench/results/regions/.
+    Regions(regions::RegionsArgs),
 }
 
 #[derive(Args, Clone)]
@@ -547,6 +552,7 @@ fn main() -> ExitCode {
         Cmd::Smoke(c) => cmd_smoke(c),
         Cmd::Soak(a) => cmd_soak(a),
         Cmd::Report(c) => cmd_report(c),
+        Cmd::Regions(a) => regions::run(a),
     };
     targets::kill_all_started();
     match r {
