@@ -42,9 +42,10 @@ pub fn spawn(gateway: Arc<Gateway>, shared: Arc<Shared>) {
             }
             while let Some(Ok((i, answer))) = probes.join_next().await {
                 let (ok, detail) = gateway.probe_verdict(answer);
-                let unix = clock::now().unix;
+                let now = clock::now();
+                let unix = now.unix;
                 let change =
-                    shared.with(|r| r.probe_result(gateway.settings(), i, ok, detail, unix));
+                    shared.with(|r| r.probe_result(gateway.settings(), i, ok, detail, now));
                 if let Some(c) = change {
                     let mut line = c.to_line(unix);
                     line.push('\n');

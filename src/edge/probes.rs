@@ -79,8 +79,9 @@ async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
     for (i, answer) in futures_util::future::join_all(calls).await {
         let Some(answer) = answer else { continue };
         let (ok, detail) = gw.probe_verdict(answer);
-        let unix = clock::now().unix;
-        if let Some(change) = shared::with(|r| r.probe_result(gw.settings(), i, ok, detail, unix)) {
+        let now = clock::now();
+        let unix = now.unix;
+        if let Some(change) = shared::with(|r| r.probe_result(gw.settings(), i, ok, detail, now)) {
             worker::console_log!("{}", change.to_line(unix));
         }
     }

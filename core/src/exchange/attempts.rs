@@ -16,7 +16,7 @@ use crate::config::{Platform, Settings};
 use crate::error::GatewayError;
 use crate::geo::ClientLocation;
 use crate::headers;
-use crate::router::{OrderRequest, Router, Verdict};
+use crate::router::{OrderRequest, Report, Router, Verdict};
 use crate::routing::{backoff::backoff, geo, retry_hint};
 use crate::time::{millis_f64, Now};
 
@@ -269,15 +269,13 @@ impl Exchange {
         self.record_attempt(outcome, now);
         self.log.upstream = Some(self.upstream_name(i));
         let gw = self.gw.clone();
-        router.verdict(
-            gw.settings(),
-            i,
-            Verdict::Healthy,
-            "ok",
+        let report = Report {
+            verdict: Verdict::Healthy,
+            kind: "ok",
             latency,
-            now.instant,
-            now.unix,
-        );
+            started: self.sent_at,
+        };
+        router.report(gw.settings(), i, report, now.instant, now.unix);
     }
 
     /// The current attempt failed: record it, tell the router, and move on to the next.
@@ -296,7 +294,13 @@ impl Exchange {
         if let Some((i, _)) = self.current {
             self.record_attempt(kind.to_string(), now);
             let gw = self.gw.clone();
-            router.verdict(gw.settings(), i, verdict, kind, None, now.instant, now.unix);
+            let report = Report {
+                verdict,
+                kind,
+                latency: None,
+                started: self.sent_at,
+            };
+            router.report(gw.settings(), i, report, now.instant, now.unix);
             router.release(i);
         }
         self.current = None;
@@ -380,7 +384,13 @@ impl Exchange {
         if let Some((i, _)) = self.current {
             self.record_attempt(outcome, now);
             let gw = self.gw.clone();
-            router.verdict(gw.settings(), i, verdict, kind, None, now.instant, now.unix);
+            let report = Report {
+                verdict,
+                kind,
+                latency: None,
+                started: self.sent_at,
+            };
+            router.report(gw.settings(), i, report, now.instant, now.unix);
             router.release(i);
             self.current = None;
         }

@@ -33,7 +33,7 @@ use crate::time::Instant;
 pub use flights::{FlightId, FlightState, Join};
 pub use order::{OrderRequest, SAME_PLACE_KM};
 pub use store::StoreChange;
-pub use upstreams::{LastError, LastProbe, UpstreamStatus, Verdict};
+pub use upstreams::{LastError, LastProbe, Report, UpstreamStatus, Verdict};
 
 use crate::config::Settings;
 use crate::time::UnixMillis;
@@ -184,8 +184,28 @@ impl Router {
         now: Instant,
         unix: UnixMillis,
     ) -> Option<Instant> {
+        let report = Report {
+            verdict,
+            kind,
+            latency,
+            started: None,
+        };
+        self.report(settings, i, report, now, unix)
+    }
+
+    /// An attempt's verdict, knowing when it was sent: a failure of an attempt sent before the
+    /// upstream last came back (probes) says nothing of it now, and does not count towards its
+    /// breaker. Returns the end of the ejection it caused, if any.
+    pub fn report(
+        &mut self,
+        settings: &Settings,
+        i: usize,
+        report: Report,
+        now: Instant,
+        unix: UnixMillis,
+    ) -> Option<Instant> {
         self.upstreams
-            .verdict(i, verdict, kind, latency, &settings.routing, now, unix)
+            .verdict(i, report, &settings.routing, now, unix)
     }
 
     /// The attempt on upstream `i` is over.
@@ -218,11 +238,16 @@ impl Router {
         i: usize,
         ok: bool,
         detail: String,
-        unix: UnixMillis,
+        now: crate::time::Now,
     ) -> Option<ProbeChange> {
-        let changed = self
-            .upstreams
-            .probe_result(i, ok, detail.clone(), &settings.routing, unix);
+        let changed = self.upstreams.probe_result(
+            i,
+            ok,
+            detail.clone(),
+            &settings.routing,
+            now.instant,
+            now.unix,
+        );
         let u = settings.upstreams.get(i)?;
         changed.then(|| ProbeChange {
             upstream: u.name.clone(),

@@ -161,7 +161,11 @@ fn with_no_candidate_left_the_soonest_available_is_tried_and_probed_down_ones_la
         T0,
         UnixMillis(0),
     );
-    r.probe_result(&s, 2, false, "http_503".into(), UnixMillis(0));
+    let now = crate::time::Now {
+        instant: T0,
+        unix: UnixMillis(0),
+    };
+    r.probe_result(&s, 2, false, "http_503".into(), now);
     assert_eq!(order_for(&s, &r, None, None, T0), ["b", "a", "c"]);
     assert_eq!(
         r.soonest_available(&[0, 1, 2], T0),
@@ -347,4 +351,45 @@ fn the_status_never_shows_a_key_and_names_each_upstreams_host() {
         "{json}"
     );
     assert!(json.contains(r#""host":"a.test:8443""#), "{json}");
+}
+
+#[test]
+fn failures_of_attempts_sent_before_probes_brought_an_upstream_back_do_not_reopen_it() {
+    let s = settings(FIVE_REGIONS);
+    let mut r = Router::new();
+    let at = |ms: u64| crate::time::Now {
+        instant: T0.plus(Duration::from_millis(ms)),
+        unix: UnixMillis(ms),
+    };
+    // Down by probes (unhealthy_after 2), then back.
+    r.probe_result(&s, 0, false, "timed_out".into(), at(0));
+    r.probe_result(&s, 0, false, "timed_out".into(), at(100));
+    assert!(!r.available(0, at(100).instant));
+    r.probe_result(&s, 0, true, "http_200".into(), at(200));
+    assert!(r.available(0, at(200).instant));
+    // Two attempts sent at 50 ms (while it was down) time out after it came back: not counted.
+    for _ in 0..2 {
+        let report = Report {
+            verdict: Verdict::Failed,
+            kind: "timed_out",
+            latency: None,
+            started: Some(at(50).instant),
+        };
+        r.report(&s, 0, report, at(300).instant, UnixMillis(300));
+    }
+    assert!(
+        r.available(0, at(300).instant),
+        "breaker (2 failures) still closed"
+    );
+    // Two sent after it came back: counted.
+    for _ in 0..2 {
+        let report = Report {
+            verdict: Verdict::Failed,
+            kind: "timed_out",
+            latency: None,
+            started: Some(at(250).instant),
+        };
+        r.report(&s, 0, report, at(400).instant, UnixMillis(400));
+    }
+    assert!(!r.available(0, at(400).instant), "open");
 }

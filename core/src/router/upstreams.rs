@@ -37,6 +37,18 @@ pub(crate) struct SharedProbe {
     pub last: Option<(bool, String, UnixMillis)>,
 }
 
+/// An attempt's outcome as the router records it.
+#[derive(Debug, Clone, Copy)]
+pub struct Report {
+    pub verdict: Verdict,
+    /// For the status endpoint's `last_error`.
+    pub kind: &'static str,
+    /// From the send to the first content (or answer).
+    pub latency: Option<Duration>,
+    /// When the attempt was sent.
+    pub started: Option<Instant>,
+}
+
 /// What an upstream's probes say.
 #[derive(Debug, Clone, Default)]
 struct Probe {
@@ -56,6 +68,8 @@ pub(crate) struct UpstreamState {
     breaker: Breaker,
     ejection: Ejection,
     probe: Probe,
+    /// When probes last brought it back up.
+    up_since: Option<Instant>,
 }
 
 /// Whether an upstream may be tried now, and if not, when.
@@ -145,19 +159,23 @@ impl Upstreams {
         }
     }
 
-    /// The attempt's outcome; `latency` from the send to its first content (or answer).
-    #[allow(clippy::too_many_arguments)]
+    /// The attempt's outcome.
     pub(crate) fn verdict(
         &mut self,
         i: usize,
-        verdict: Verdict,
-        kind: &'static str,
-        latency: Option<Duration>,
+        report: Report,
         routing: &RoutingSettings,
         now: Instant,
         unix: UnixMillis,
     ) -> Option<Instant> {
+        let Report {
+            verdict,
+            kind,
+            latency,
+            started,
+        } = report;
         let s = self.state(i)?;
+        let stale = matches!((started, s.up_since), (Some(a), Some(b)) if a < b);
         if let Some(l) = latency {
             if verdict == Verdict::Healthy {
                 s.latency.observe(l.as_secs_f64() * 1000.0);
@@ -171,7 +189,11 @@ impl Upstreams {
             Verdict::Failed => {
                 s.errors = s.errors.saturating_add(1);
                 s.last_error = Some((kind, unix));
-                s.breaker.on_failure(now, &breaker_settings(routing));
+                if stale {
+                    s.breaker.release();
+                } else {
+                    s.breaker.on_failure(now, &breaker_settings(routing));
+                }
                 None
             }
             Verdict::Eject(hint) => {
@@ -219,6 +241,7 @@ impl Upstreams {
         ok: bool,
         detail: String,
         routing: &RoutingSettings,
+        now: Instant,
         unix: UnixMillis,
     ) -> bool {
         let Some(s) = self.state(i) else {
@@ -231,6 +254,9 @@ impl Upstreams {
             p.successes = p.successes.saturating_add(1);
             if p.down && p.successes >= routing.healthy_after {
                 p.down = false;
+                // Back: failures of attempts sent while it was down are not held against it.
+                s.up_since = Some(now);
+                s.breaker.on_success();
                 return true;
             }
         } else {
