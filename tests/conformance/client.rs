@@ -51,22 +51,41 @@ pub async fn get_status(http: &HttpClient, url: &str, timeout: Duration) -> Resu
 
 /// `GET url` → JSON body (for the mock's `/__calls`).
 pub async fn get_json(http: &HttpClient, url: &str) -> Value {
-    let req = Request::get(url)
-        .body(Full::new(Bytes::new()))
-        .expect("valid request");
+    control(http, Method::GET, url, None).await
+}
+
+/// A request to a mock's control endpoint (`/__calls`, `/__fault`, `/__reset`) → its JSON
+/// answer, which must be a 200.
+pub async fn control(http: &HttpClient, method: Method, url: &str, body: Option<&Value>) -> Value {
+    let mut req = Request::builder().method(method.clone()).uri(url);
+    let bytes = match body {
+        Some(v) => {
+            req = req.header("content-type", "application/json");
+            Bytes::from(serde_json::to_vec(v).expect("serialisable"))
+        }
+        None => Bytes::new(),
+    };
+    let req = req.body(Full::new(bytes)).expect("valid request");
     let resp = tokio::time::timeout(REQUEST_TIMEOUT, http.request(req))
         .await
-        .unwrap_or_else(|_| panic!("GET {url} timed out"))
-        .unwrap_or_else(|e| panic!("GET {url} failed: {e:?}"));
+        .unwrap_or_else(|_| panic!("{method} {url} timed out"))
+        .unwrap_or_else(|e| panic!("{method} {url} failed: {e:?}"));
+    let status = resp.status().as_u16();
     let body = resp
         .into_body()
         .collect()
         .await
-        .unwrap_or_else(|e| panic!("GET {url}: body failed: {e:?}"))
+        .unwrap_or_else(|e| panic!("{method} {url}: body failed: {e:?}"))
         .to_bytes();
+    assert_eq!(
+        status,
+        200,
+        "{method} {url}: status {status}: {}",
+        String::from_utf8_lossy(&body)
+    );
     serde_json::from_slice(&body).unwrap_or_else(|e| {
         panic!(
-            "GET {url}: not JSON ({e}): {}",
+            "{method} {url}: not JSON ({e}): {}",
             String::from_utf8_lossy(&body)
         )
     })
@@ -241,6 +260,7 @@ impl Call {
             headers: parts.headers,
             head_at,
             events: parser.events,
+            comments: parser.comments,
             raw: String::from_utf8_lossy(&raw).into_owned(),
             unterminated: String::from_utf8_lossy(&parser.pending).into_owned(),
             body_error,
@@ -326,6 +346,14 @@ impl SseEvent {
     }
 }
 
+/// An SSE comment block (lines starting with `:`, such as `: keepalive`), and when it arrived.
+#[derive(Debug, Clone)]
+pub struct SseComment {
+    pub at: Duration,
+    /// The comment lines, each without its leading `:` and one space.
+    pub text: String,
+}
+
 /// A response read as an event stream.
 pub struct Streamed {
     pub label: String,
@@ -334,6 +362,8 @@ pub struct Streamed {
     /// When the response head arrived.
     pub head_at: Duration,
     pub events: Vec<SseEvent>,
+    /// Blocks made only of comment lines, in order.
+    pub comments: Vec<SseComment>,
     pub raw: String,
     /// Bytes after the last complete event (an event the stream never finished).
     pub unterminated: String,
@@ -386,6 +416,7 @@ impl Streamed {
 struct SseParser {
     pending: Vec<u8>,
     events: Vec<SseEvent>,
+    comments: Vec<SseComment>,
 }
 
 impl SseParser {
@@ -406,6 +437,18 @@ impl SseParser {
                     at,
                     data: data.join("\n"),
                 });
+            } else {
+                let comments: Vec<&str> = block
+                    .lines()
+                    .filter_map(|l| l.strip_prefix(':'))
+                    .map(|c| c.strip_prefix(' ').unwrap_or(c))
+                    .collect();
+                if !comments.is_empty() {
+                    self.comments.push(SseComment {
+                        at,
+                        text: comments.join("\n"),
+                    });
+                }
             }
         }
     }

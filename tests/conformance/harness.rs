@@ -397,11 +397,13 @@ pub fn spawn_target(
                 ));
             }
             let inspector = free_port()?;
-            (
-                worker_command(&repo, port, inspector, &settings),
-                true,
-                WORKER_START_TIMEOUT,
-            )
+            // Fresh local state (KV) every run: an entry cached by an earlier run would turn
+            // this run's first request into a hit.
+            let state = log_dir().join("worker-state");
+            let _ = std::fs::remove_dir_all(&state);
+            let mut cmd = worker_command(&repo, port, inspector, &settings);
+            cmd.arg("--persist-to").arg(state);
+            (cmd, true, WORKER_START_TIMEOUT)
         }
         other => return Err(format!("unknown target '{other}'")),
     };
@@ -431,4 +433,298 @@ pub async fn wait_target(
         started.log.display()
     );
     Ok(target)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Multi-region routing: a gateway in front of three mock upstreams (and one closed port).
+// ---------------------------------------------------------------------------------------------
+
+/// One mock upstream of the multi-region fixture: (name, region, latitude, longitude, the
+/// variable holding its key). Every mock of every fixture has the same name, so the parity
+/// case sees the same `x-mock-upstream` from both runtimes.
+pub const REGION_MOCKS: [(&str, &str, f64, f64, &str); 3] = [
+    ("seoul", "ap-northeast", 37.57, 126.98, "UPSTREAM_KEY_SEOUL"),
+    (
+        "frankfurt",
+        "eu-central",
+        50.11,
+        8.68,
+        "UPSTREAM_KEY_FRANKFURT",
+    ),
+    ("dallas", "us-south", 32.78, -96.80, "UPSTREAM_KEY_DALLAS"),
+];
+/// Each upstream's fallbacks, in the order of [`REGION_MOCKS`].
+const REGION_FALLBACKS: [[&str; 2]; 3] = [
+    ["frankfurt", "dallas"],
+    ["dallas", "seoul"],
+    ["seoul", "frankfurt"],
+];
+/// The fourth upstream: a port nothing listens on (connections are refused).
+pub const CLOSED_UPSTREAM: &str = "closed";
+/// The Fly region of the fixture's fly-fallback machine: Dallas, so that without a pin or a
+/// `fly-region` header both runtimes pick `dallas` (the Worker's `request.cf` under `wrangler
+/// dev` is always Austin, Texas).
+pub const REGIONS_FLY_REGION: &str = "dfw";
+
+/// The fixture's `routing`: short enough that the cases take seconds.
+pub mod region_routing {
+    pub const MAX_ATTEMPTS: u32 = 3;
+    pub const FIRST_BYTE_TIMEOUT_MS: u64 = 1200;
+    pub const KEEPALIVE_AFTER_MS: u64 = 400;
+    pub const KEEPALIVE_INTERVAL_MS: u64 = 300;
+    pub const EJECT_DEFAULT_SECS: u64 = 1;
+    pub const EJECT_MAX_SECS: u64 = 3;
+    pub const BREAKER_FAILURES: u32 = 3;
+    pub const BREAKER_COOLDOWN_SECS: u64 = 2;
+    pub const HEALTH_INTERVAL_SECS: u64 = 1;
+}
+
+/// The key of a region mock: contains [`UPSTREAM_KEY`], so the client's check that no response
+/// carries an upstream key covers these too.
+pub fn region_key(name: &str) -> String {
+    format!("{UPSTREAM_KEY}-{name}")
+}
+
+/// A mock upstream of the fixture.
+#[derive(Clone, Debug)]
+pub struct RegionMock {
+    pub name: &'static str,
+    pub region: &'static str,
+    /// `http://127.0.0.1:PORT` (no path).
+    pub base: String,
+}
+
+/// The multi-region fixture of one target: its own three mocks and its own gateway.
+pub struct Regions {
+    /// `fly` or `worker`.
+    pub target: String,
+    /// The gateway, `http://127.0.0.1:PORT`.
+    pub gateway: String,
+    pub mocks: Vec<RegionMock>,
+    /// The closed upstream's port.
+    pub closed_port: u16,
+    /// The gateway's output (fly: its stdout log lines; Worker: wrangler's console).
+    pub log: PathBuf,
+    /// The cases that use the fixture run one at a time: they set faults on shared mocks and
+    /// read the gateway's per-upstream state.
+    pub lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Regions {
+    pub fn mock(&self, name: &str) -> &RegionMock {
+        self.mocks
+            .iter()
+            .find(|m| m.name == name)
+            .unwrap_or_else(|| panic!("no region mock named {name}"))
+    }
+}
+
+/// `GATEWAY_CONFIG` of a multi-region gateway: the three mocks (and the closed port, if given);
+/// probes every [`region_routing::HEALTH_INTERVAL_SECS`] when `probes`, else off.
+pub fn region_config(mocks: &[RegionMock], closed_port: Option<u16>, probes: bool) -> String {
+    use region_routing as r;
+    let mut upstreams: Vec<serde_json::Value> = mocks
+        .iter()
+        .map(|m| {
+            let i = REGION_MOCKS
+                .iter()
+                .position(|x| x.0 == m.name)
+                .expect("a fixture mock");
+            let (_, region, lat, lon, var) = REGION_MOCKS[i];
+            serde_json::json!({
+                "name": m.name,
+                "base_url": format!("{}/v1", m.base),
+                "api_key_secret": var,
+                "region": region,
+                "location": {"lat": lat, "lon": lon},
+                "fallbacks": REGION_FALLBACKS[i],
+            })
+        })
+        .collect();
+    if let Some(port) = closed_port {
+        upstreams.push(serde_json::json!({
+            "name": CLOSED_UPSTREAM,
+            "base_url": format!("http://127.0.0.1:{port}/v1"),
+            "region": "nowhere",
+            "fallbacks": ["seoul"],
+        }));
+    }
+    serde_json::json!({
+        "models": [{"id": "mock-model", "owned_by": "mock"}],
+        "max_body_bytes": MAX_BODY_BYTES,
+        "body_timeout_ms": 1000,
+        "upstreams": upstreams,
+        "routing": {
+            "max_attempts": r::MAX_ATTEMPTS,
+            "deadline_ms": 15000,
+            "connect_timeout_ms": 1000,
+            "first_byte_timeout_ms": r::FIRST_BYTE_TIMEOUT_MS,
+            "stream_idle_timeout_ms": 2000,
+            "keepalive_after_ms": r::KEEPALIVE_AFTER_MS,
+            "keepalive_interval_ms": r::KEEPALIVE_INTERVAL_MS,
+            "eject_default_secs": r::EJECT_DEFAULT_SECS,
+            "eject_max_secs": r::EJECT_MAX_SECS,
+            "retry_backoff_ms": 50,
+            "breaker": {"failures": r::BREAKER_FAILURES, "cooldown_secs": r::BREAKER_COOLDOWN_SECS},
+            "health": {
+                "interval_secs": if probes { r::HEALTH_INTERVAL_SECS } else { 0 },
+                "unhealthy_after": 2,
+                "healthy_after": 1
+            }
+        }
+    })
+    .to_string()
+}
+
+/// The settings of a multi-region gateway (never `UPSTREAM_BASE_URL` / `UPSTREAM_API_KEY`).
+pub fn region_settings(config: String) -> Vec<(&'static str, String)> {
+    let mut s = vec![
+        (
+            "GATEWAY_API_KEYS",
+            format!("{CLIENT_KEY},{SECOND_CLIENT_KEY}"),
+        ),
+        ("GATEWAY_CONFIG", config),
+        ("FLY_REGION", REGIONS_FLY_REGION.to_string()),
+    ];
+    for (name, _, _, _, var) in REGION_MOCKS {
+        s.push((var, region_key(name)));
+    }
+    s
+}
+
+/// A Worker for the multi-region cases: the bundle in `build/` with a KV namespace (for the
+/// probes' shared results), fresh local state, and, with `test_scheduled`, the `/__scheduled`
+/// route that fires the Cron Trigger.
+pub fn regions_worker_command(
+    repo: &Path,
+    name: &str,
+    port: u16,
+    inspector_port: u16,
+    settings: &[(&str, String)],
+    test_scheduled: bool,
+) -> Command {
+    let state = log_dir().join(format!("{name}-state"));
+    // Probe results from an earlier run must not leak into this one.
+    let _ = std::fs::remove_dir_all(&state);
+    let mut cmd = worker_command(repo, port, inspector_port, settings);
+    cmd.arg("--config")
+        .arg(repo.join("tests/conformance/wrangler-regions.toml"))
+        .arg("--persist-to")
+        .arg(state);
+    if test_scheduled {
+        cmd.arg("--test-scheduled");
+    }
+    cmd
+}
+
+/// The command of a multi-region gateway of `target` (`fly` or `worker`) on `port`; for the
+/// Worker also whether it runs in its own process group.
+pub fn region_gateway_command(
+    target: &str,
+    name: &str,
+    port: u16,
+    settings: &[(&str, String)],
+    test_scheduled: bool,
+) -> Result<(Command, bool), String> {
+    match target {
+        "fly" => {
+            let mut cmd = fly_command(&find_binary("fly-fallback")?, port, settings);
+            cmd.env_remove("UPSTREAM_BASE_URL")
+                .env_remove("UPSTREAM_API_KEY");
+            Ok((cmd, false))
+        }
+        "worker" => {
+            let repo = repo_root();
+            let inspector = free_port()?;
+            Ok((
+                regions_worker_command(&repo, name, port, inspector, settings, test_scheduled),
+                true,
+            ))
+        }
+        other => Err(format!("unknown target '{other}'")),
+    }
+}
+
+/// How long a gateway of `target` may take to answer `/health`.
+pub fn start_timeout(target: &str) -> Duration {
+    if target == "worker" {
+        WORKER_START_TIMEOUT
+    } else {
+        FLY_START_TIMEOUT
+    }
+}
+
+/// Starts the three mocks of a region fixture (named `<prefix>-mock-<name>`); returns them
+/// with what to wait for.
+pub fn spawn_region_mocks(
+    procs: &mut Processes,
+    prefix: &str,
+) -> Result<(Vec<RegionMock>, Vec<Started>), String> {
+    let bin = find_binary("mock-upstream")?;
+    let mut mocks = Vec::new();
+    let mut started = Vec::new();
+    for (name, region, _, _, _) in REGION_MOCKS {
+        let port = free_port()?;
+        let mut cmd = Command::new(&bin);
+        cmd.args(["--port", &port.to_string()])
+            .args(["--api-key", &region_key(name)])
+            .args(["--name", name])
+            .args(["--host", "127.0.0.1"]);
+        started.push(procs.spawn(&format!("{prefix}-mock-{name}"), cmd, false)?);
+        mocks.push(RegionMock {
+            name,
+            region,
+            base: format!("http://127.0.0.1:{port}"),
+        });
+    }
+    Ok((mocks, started))
+}
+
+/// A region fixture being started: [`wait_regions`] makes it ready.
+pub struct SpawnedRegions {
+    regions: Regions,
+    mocks: Vec<Started>,
+    gateway: Started,
+}
+
+/// Spawns the region fixture of `target`: three mocks and a gateway (`<target>-regions`) in
+/// front of them and of a closed port, probes off. The Worker's serves the bundle that the
+/// target's own `wrangler dev` built, so it is spawned once that one is ready.
+pub fn spawn_regions(procs: &mut Processes, target: &str) -> Result<SpawnedRegions, String> {
+    let (mocks, mock_procs) = spawn_region_mocks(procs, &format!("{target}-regions"))?;
+    let closed_port = free_port()?;
+    let settings = region_settings(region_config(&mocks, Some(closed_port), false));
+    let port = free_port()?;
+    let name = format!("{target}-regions");
+    let (cmd, group) = region_gateway_command(target, &name, port, &settings, false)?;
+    let gateway = procs.spawn(&name, cmd, group)?;
+    Ok(SpawnedRegions {
+        regions: Regions {
+            target: target.to_string(),
+            gateway: format!("http://127.0.0.1:{port}"),
+            mocks,
+            closed_port,
+            log: gateway.log.clone(),
+            lock: Arc::new(tokio::sync::Mutex::new(())),
+        },
+        mocks: mock_procs,
+        gateway,
+    })
+}
+
+pub async fn wait_regions(http: &HttpClient, s: SpawnedRegions) -> Result<Regions, String> {
+    let t0 = Instant::now();
+    for (m, started) in s.regions.mocks.iter().zip(&s.mocks) {
+        wait_healthy(http, started, &m.base, MOCK_START_TIMEOUT).await?;
+    }
+    let timeout = start_timeout(&s.regions.target);
+    wait_healthy(http, &s.gateway, &s.regions.gateway, timeout).await?;
+    eprintln!(
+        "conformance: multi-region fixture of '{}' ready on {} after {:.1}s (log: {})",
+        s.regions.target,
+        s.regions.gateway,
+        t0.elapsed().as_secs_f64(),
+        s.gateway.log.display()
+    );
+    Ok(s.regions)
 }

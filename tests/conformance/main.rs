@@ -7,6 +7,12 @@
 //! `<target>::<case>`. When both runtimes are targets, the parity cases (`cases/parity.rs`) also
 //! run, once each, as `parity::<case>`: the same requests to both, compared. All child processes
 //! are stopped before the process exits. Child output is in `target/debug/conformance-logs/`.
+//!
+//! The multi-region cases (`cases/regions.rs`) use a second gateway per target, in front of three
+//! mocks of its own ([`harness::spawn_regions`]); it is started only when one of them is to run,
+//! after the targets are ready. They run one at a time per target (they share the fixture's
+//! mocks and upstream state), so their trials come last, the two targets' interleaved, so that
+//! the threads waiting for one fixture leave others for the other fixture.
 
 mod cases;
 mod client;
@@ -15,7 +21,7 @@ mod harness;
 mod raw;
 
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use libtest_mimic::{Arguments, Failed, Trial};
 
@@ -56,20 +62,25 @@ fn run_parity(
         .map_err(|_| Failed::from(format!("the case did not finish within {CASE_TIMEOUT:?}")))
 }
 
-/// Starts the mock and the targets that have trials to run, and fills their slots.
-fn start(rt: &tokio::runtime::Runtime, procs: &mut Processes, slots: &[(String, TargetSlot)]) {
+/// Starts the mock and the targets that have trials to run, and fills their slots; then the
+/// multi-region fixtures of the targets that have such trials to run.
+fn start(
+    rt: &tokio::runtime::Runtime,
+    procs: &mut Processes,
+    slots: &[(String, TargetSlot, bool)],
+) {
     let http = client::new_client();
     let mock = match rt.block_on(harness::start_mock(procs, &http)) {
         Ok(m) => m,
         Err(e) => {
-            for (_, slot) in slots {
+            for (_, slot, _) in slots {
                 let _ = slot.set(Err(format!("the mock upstream did not start: {e}")));
             }
             return;
         }
     };
     let mut waiting = Vec::new();
-    for (name, slot) in slots {
+    for (name, slot, _) in slots {
         match harness::spawn_target(procs, name, &mock) {
             Ok(spawned) => waiting.push((slot.clone(), spawned)),
             Err(e) => {
@@ -93,8 +104,31 @@ fn start(rt: &tokio::runtime::Runtime, procs: &mut Processes, slots: &[(String, 
                 mock: mock.base.clone(),
                 repo: harness::repo_root(),
                 http: http.clone(),
+                regions: OnceLock::new(),
             })
         }));
+    }
+
+    // The multi-region fixtures: the Worker's serves the bundle its target just built.
+    let mut spawned = Vec::new();
+    for (name, slot, regions) in slots {
+        let Some(Ok(ctx)) = slot.get() else { continue };
+        if !*regions {
+            continue;
+        }
+        match harness::spawn_regions(procs, name) {
+            Ok(s) => spawned.push((ctx.clone(), s)),
+            Err(e) => {
+                let _ = ctx.regions.set(Err(e));
+            }
+        }
+    }
+    let ready =
+        rt.block_on(futures_util::future::join_all(spawned.into_iter().map(
+            |(ctx, s)| async { (ctx, harness::wait_regions(&http, s).await) },
+        )));
+    for (ctx, result) in ready {
+        let _ = ctx.regions.set(result.map(Arc::new));
     }
 }
 
@@ -123,21 +157,44 @@ fn main() {
 
     let mut slots: Vec<(String, TargetSlot)> = Vec::new();
     let mut trials = Vec::new();
-    // Per target: does any of its trials survive the filter?
+    // Per target: the multi-region trials, put last (interleaved) below.
+    let mut region_trials: Vec<Vec<Trial>> = Vec::new();
+    // Per target: does any of its trials survive the filter? Any multi-region one?
     let mut wanted: Vec<bool> = Vec::new();
+    let mut wanted_regions: Vec<bool> = Vec::new();
     for target in &targets {
         let slot: TargetSlot = Arc::new(OnceLock::new());
         let mut any = false;
+        let mut any_regions = false;
+        let mut own_regions = Vec::new();
         for case in cases::all().into_iter().filter(|c| c.applies_to(target)) {
             let (rt, slot2) = (rt.clone(), slot.clone());
-            let trial = Trial::test(format!("{target}::{}", case.name), move || {
+            let regions = case.regions;
+            // `<target>::regions::<case>`: the group can be run alone (filter `::regions::`).
+            let group = if regions { "regions::" } else { "" };
+            let trial = Trial::test(format!("{target}::{group}{}", case.name), move || {
                 run_trial(&rt, &slot2, &case)
             });
-            any |= !args.is_filtered_out(&trial);
-            trials.push(trial);
+            let runs = !args.is_filtered_out(&trial);
+            any |= runs;
+            any_regions |= runs && regions;
+            if regions {
+                own_regions.push(trial);
+            } else {
+                trials.push(trial);
+            }
         }
         slots.push((target.clone(), slot));
         wanted.push(any);
+        wanted_regions.push(any_regions);
+        region_trials.push(own_regions);
+    }
+    let longest = region_trials.iter().map(Vec::len).max().unwrap_or(0);
+    let mut iters: Vec<_> = region_trials.into_iter().map(Vec::into_iter).collect();
+    for _ in 0..longest {
+        for it in &mut iters {
+            trials.extend(it.next());
+        }
     }
 
     // Parity trials need both runtimes; they start whichever of the two the filter left out.
@@ -145,12 +202,17 @@ fn main() {
     if let (Some(fi), Some(wi)) = (slot_of("fly"), slot_of("worker")) {
         for case in cases::parity::all() {
             let (rt, fly, worker) = (rt.clone(), slots[fi].1.clone(), slots[wi].1.clone());
-            let trial = Trial::test(format!("parity::{}", case.name), move || {
-                run_parity(&rt, &fly, &worker, &case)
-            });
+            let regions = case.regions;
+            let group = if regions { "regions::" } else { "" };
+            let name = format!("parity::{group}{}", case.name);
+            let trial = Trial::test(name, move || run_parity(&rt, &fly, &worker, &case));
             if !args.is_filtered_out(&trial) {
                 wanted[fi] = true;
                 wanted[wi] = true;
+                if regions {
+                    wanted_regions[fi] = true;
+                    wanted_regions[wi] = true;
+                }
             }
             trials.push(trial);
         }
@@ -159,14 +221,19 @@ fn main() {
     // Stops every child when dropped: below, or while a panic unwinds.
     let mut procs = Processes::default();
     if !args.list {
-        let to_start: Vec<(String, TargetSlot)> = slots
+        let to_start: Vec<(String, TargetSlot, bool)> = slots
             .iter()
-            .zip(&wanted)
-            .filter(|(_, w)| **w)
-            .map(|(s, _)| s.clone())
+            .zip(wanted.iter().zip(&wanted_regions))
+            .filter(|(_, (w, _))| **w)
+            .map(|((name, slot), (_, r))| (name.clone(), slot.clone(), *r))
             .collect();
         if !to_start.is_empty() {
+            let t0 = Instant::now();
             start(&rt, &mut procs, &to_start);
+            eprintln!(
+                "conformance: everything started after {:.1}s",
+                t0.elapsed().as_secs_f64()
+            );
         }
     }
 

@@ -279,10 +279,16 @@ impl Settings {
             .stream_idle_timeout_ms
             .unwrap_or(DEFAULT_STREAM_IDLE_TIMEOUT_MS);
         let mut routing = RoutingSettings::resolve(&config.routing, first_byte_ms, idle_ms)?;
-        if config.upstreams.is_none() && config.routing.health.interval_secs.is_none() {
-            // One upstream: probing it changes no choice (it is tried whatever they say), so
-            // it costs calls for nothing unless asked for.
-            routing.health_interval = None;
+        if config.upstreams.is_none() {
+            // One upstream from UPSTREAM_BASE_URL: it behaves as it always did unless told
+            // otherwise. Probing it changes no choice (it is tried whatever they say), and
+            // retrying the only upstream is the client's call.
+            if config.routing.health.interval_secs.is_none() {
+                routing.health_interval = None;
+            }
+            if config.routing.max_attempts.is_none() {
+                routing.max_attempts = 1;
+            }
         }
         let mut cache = CacheSettings::from_config(&config.cache)
             .map_err(|m| config_error(names::GATEWAY_CONFIG, format!("cache: {m}")))?;
@@ -459,7 +465,11 @@ mod tests {
         .unwrap();
         assert_eq!(s.upstreams[0].base_url, "https://api.openai.com/v1");
         assert_eq!(s.upstreams[0].name, "default");
-        assert_eq!(s.routing.max_attempts, 3);
+        assert_eq!(
+            s.routing.max_attempts, 1,
+            "one upstream: one attempt unless configured"
+        );
+        assert_eq!(s.routing.health_interval, None, "and no probes");
         assert_eq!(s.max_body_bytes, 10 * 1024 * 1024);
         assert_eq!(s.keys.len(), 2);
         assert!(s.models.is_empty());

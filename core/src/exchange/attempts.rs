@@ -438,8 +438,10 @@ impl Exchange {
                 http::header::CONTENT_LENGTH,
                 HeaderValue::from(held.body.len()),
             );
-            if !response.headers.contains_key(RETRY_AFTER) {
-                let order = self.order.clone().unwrap_or_default();
+            let order = self.order.clone().unwrap_or_default();
+            // With one upstream the answer goes as it was; with several, one without a hint
+            // says when the first of them is back.
+            if !response.headers.contains_key(RETRY_AFTER) && order.len() > 1 {
                 if let Some(at) = router.soonest_available(&order, now.instant) {
                     let secs = at.since(now.instant).as_millis().div_ceil(1000);
                     response

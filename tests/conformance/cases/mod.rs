@@ -5,12 +5,13 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use hyper::Method;
 use serde_json::{json, Value};
 
 use crate::client::{self, Call, HttpClient};
+use crate::harness::Regions;
 
 mod auth;
 mod cache;
@@ -19,6 +20,7 @@ mod health;
 mod lifecycle;
 mod limits;
 pub mod parity;
+pub(crate) mod regions;
 mod robustness;
 mod routing;
 mod sdk;
@@ -41,6 +43,9 @@ pub struct Ctx {
     pub mock: String,
     pub repo: PathBuf,
     pub http: HttpClient,
+    /// The multi-region fixture (its own mocks and gateway), set once started; only when a
+    /// case that needs it is to run.
+    pub regions: OnceLock<Result<Arc<Regions>, String>>,
 }
 
 impl Ctx {
@@ -111,6 +116,8 @@ pub struct Case {
     /// The one target this case is about (a runtime-specific mechanism), or `None` for all.
     /// Other targets get no trial for it, rather than a trial that cannot fail.
     pub only: Option<&'static str>,
+    /// It uses the target's multi-region fixture ([`Ctx::regions`]).
+    pub regions: bool,
 }
 
 impl Case {
@@ -121,10 +128,14 @@ impl Case {
 
 macro_rules! cases {
     ($only:expr; $($module:ident :: $func:ident),* $(,)?) => {
+        cases![$only, false; $($module::$func),*]
+    };
+    ($only:expr, $regions:expr; $($module:ident :: $func:ident),* $(,)?) => {
         vec![$(Case {
             name: stringify!($func),
             run: |ctx| Box::pin($module::$func(ctx)),
             only: $only,
+            regions: $regions,
         }),*]
     };
 }
@@ -211,6 +222,42 @@ pub fn all() -> Vec<Case> {
         lifecycle::worker_invalid_configuration_answers_500_naming_the_setting,
         lifecycle::worker_writes_one_json_log_line_per_request_without_secrets,
         cache::cache_unavailable_kv_still_answers_as_miss,
+    ]);
+    all.extend(cases![None, true;
+        regions::failover_on_refused_connection_reaches_the_fallback,
+        regions::failover_on_500_reaches_the_next_upstream,
+        regions::failover_on_503_reaches_the_next_upstream_and_its_body_retry_after_ejects_it,
+        regions::failover_on_408_502_504_reaches_the_next_upstream,
+        regions::failover_on_429_skips_the_upstream_for_its_retry_after_then_uses_it_again,
+        regions::ejection_follows_retry_after_ms_and_ratelimit_reset_headers,
+        regions::insufficient_quota_fails_over_and_ejects_the_upstream_for_the_maximum,
+        regions::upstream_401_fails_over_and_ejects_the_upstream_for_the_maximum,
+        regions::all_upstreams_401_or_403_is_502_upstream_auth_failed,
+        regions::no_retry_on_400_404_413_422,
+        regions::all_upstreams_failing_is_the_last_answer_after_max_attempts,
+        regions::first_byte_timeout_fails_over_to_the_next_upstream,
+        regions::pinned_request_reaches_the_named_upstream_or_region,
+        regions::unpinned_request_goes_to_the_upstream_nearest_the_client,
+        regions::stream_error_event_before_content_is_replaced_by_the_next_upstream,
+        regions::stream_cut_before_content_is_replaced_by_the_next_upstream,
+        regions::stream_failing_after_content_ends_with_one_error_event_and_no_done,
+        regions::stream_slow_first_byte_gets_keepalive_comments_before_the_data,
+        regions::stream_keepalives_continue_while_failing_over_and_the_next_upstream_serves,
+        regions::stream_after_keepalives_every_upstream_failing_ends_with_one_error_event,
+        regions::breaker_opens_after_3_failures_and_a_successful_trial_after_the_cooldown_closes_it,
+        regions::breaker_trial_that_fails_reopens_it_for_twice_the_cooldown,
+        regions::status_requires_a_key_and_shows_every_upstream_without_keys,
+        regions::log_line_names_the_upstream_and_every_attempt,
+    ]);
+    all.extend(cases![Some("fly"), true;
+        regions::fly_region_header_picks_the_nearest_upstream,
+        regions::fly_probes_mark_a_failing_upstream_down_and_bring_it_back,
+    ]);
+    all.extend(cases![Some("worker"), true;
+        regions::worker_cron_probes_mark_a_failing_upstream_down_and_bring_it_back,
+    ]);
+    all.extend(cases![Some("fly");
+        regions::fly_regions_config_with_legacy_settings_exits_2_naming_gateway_config,
     ]);
     all
 }

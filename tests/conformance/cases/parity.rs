@@ -23,6 +23,8 @@ pub type ParityFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 pub struct ParityCase {
     pub name: &'static str,
     pub run: fn(Arc<Ctx>, Arc<Ctx>) -> ParityFuture,
+    /// It uses both targets' multi-region fixtures.
+    pub regions: bool,
 }
 
 const PLATFORM_HEADERS: &[&str] = &[
@@ -69,7 +71,7 @@ async fn same(fly: &Ctx, worker: &Ctx, what: &str, make: impl Fn(&Ctx) -> Call) 
     (a, b)
 }
 
-fn assert_same(what: &str, fly: &Resp, worker: &Resp) {
+pub(super) fn assert_same(what: &str, fly: &Resp, worker: &Resp) {
     assert_eq!(
         fly.status,
         worker.status,
@@ -223,16 +225,25 @@ pub async fn parity_upstream_failures_map_to_the_same_errors(fly: Arc<Ctx>, work
 /// Every parity case.
 pub fn all() -> Vec<ParityCase> {
     macro_rules! parity {
-        ($($func:ident),* $(,)?) => {
+        ($regions:expr; $($func:path),* $(,)?) => {
             vec![$(ParityCase {
-                name: stringify!($func),
+                name: {
+                    let path = stringify!($func);
+                    match path.rfind(':') {
+                        Some(i) => path.split_at(i + 1).1.trim(),
+                        None => path,
+                    }
+                },
                 run: |a, b| Box::pin($func(a, b)),
+                regions: $regions,
             }),*]
         };
     }
-    parity![
+    let mut all = parity![false;
         parity_local_answers_and_request_errors,
         parity_upstream_answers_plain_and_streamed,
         parity_upstream_failures_map_to_the_same_errors,
-    ]
+    ];
+    all.extend(parity![true; super::regions::parity_failover_answers_alike]);
+    all
 }
