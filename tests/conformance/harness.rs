@@ -22,7 +22,7 @@ pub const REGION: &str = "test-region";
 pub const MOCK_NAME: &str = "mock-a";
 /// `GATEWAY_CONFIG` for every target: small limits so the limit cases run quickly.
 pub const STREAM_IDLE_TIMEOUT_MS: u64 = 1000;
-pub const GATEWAY_CONFIG: &str = r#"{"models":[{"id":"mock-model","owned_by":"mock"},{"id":"mock-embedding","owned_by":"mock"}],"max_body_bytes":262144,"body_timeout_ms":1000,"upstream_timeout_ms":1500,"stream_idle_timeout_ms":1000}"#;
+pub const GATEWAY_CONFIG: &str = r#"{"models":[{"id":"mock-model","owned_by":"mock"},{"id":"mock-embedding","owned_by":"mock"}],"max_body_bytes":262144,"body_timeout_ms":2000,"upstream_timeout_ms":1500,"stream_idle_timeout_ms":1000}"#;
 pub const MAX_BODY_BYTES: usize = 262_144;
 
 const MOCK_START_TIMEOUT: Duration = Duration::from_secs(30);
