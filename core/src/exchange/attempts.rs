@@ -158,6 +158,12 @@ impl Exchange {
         None
     }
 
+    /// Whether another attempt could follow the current one (so a stream is worth holding back
+    /// until its first content).
+    pub(super) fn may_try_again(&self) -> bool {
+        self.attempts < self.gw.settings().routing.max_attempts
+    }
+
     /// The next attempt, if there is one to make now.
     pub(super) fn start_attempt(&mut self, now: Now, router: &mut Router) -> Option<Attempt> {
         let i = self.next_upstream(now, router)?;

@@ -780,8 +780,19 @@ impl Exchange {
                 });
                 self.prefix.clear();
                 self.prefix_len = 0;
-                self.upstream = Some(head);
-                self.step = Step::AwaitChunk;
+                if self.committed || self.may_try_again() {
+                    self.upstream = Some(head);
+                    self.step = Step::AwaitChunk;
+                    return;
+                }
+                // No other attempt could take over: holding the head back would only delay it.
+                self.deadline = None;
+                self.keepalive_at = None;
+                self.healthy(now, router);
+                let mut response =
+                    self.upstream_response(&head, ResponseBody::Relay(RelayMode::Observe));
+                response.store_on_end = self.relay.as_ref().is_some_and(|r| r.recorder.is_some());
+                self.step = Step::Respond(response);
             }
             ResponseMode::PassThrough => {
                 self.deadline = None;
