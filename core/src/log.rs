@@ -105,6 +105,7 @@ mod tests {
             prompt_tokens: 1,
             completion_tokens: 2,
             total_tokens: 3,
+            ..Default::default()
         }));
         let line = l.to_line();
         assert!(!line.contains('\n'));

@@ -7,15 +7,83 @@
 
 use serde::Deserialize;
 
-/// Token counts reported by the upstream.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+/// Token counts reported by the upstream, in OpenAI's terms: `cached_tokens` and
+/// `cache_write_tokens` are parts of `prompt_tokens`, `reasoning_tokens` a part of
+/// `completion_tokens` (never added to them).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Usage {
-    #[serde(default)]
     pub prompt_tokens: u64,
-    #[serde(default)]
     pub completion_tokens: u64,
-    #[serde(default)]
     pub total_tokens: u64,
+    /// `prompt_tokens_details.cached_tokens`: prompt tokens read from the provider's cache.
+    pub cached_tokens: u64,
+    /// Prompt tokens written to the provider's cache (`prompt_tokens_details.cache_write_tokens`
+    /// or Anthropic's `cache_creation_input_tokens`), where a provider bills them apart.
+    pub cache_write_tokens: u64,
+    /// `completion_tokens_details.reasoning_tokens`.
+    pub reasoning_tokens: u64,
+}
+
+#[derive(Deserialize)]
+struct RawUsage {
+    #[serde(default)]
+    prompt_tokens: Option<u64>,
+    /// The embeddings / responses API names.
+    #[serde(default)]
+    input_tokens: Option<u64>,
+    #[serde(default)]
+    completion_tokens: Option<u64>,
+    #[serde(default)]
+    output_tokens: Option<u64>,
+    #[serde(default)]
+    total_tokens: Option<u64>,
+    #[serde(default)]
+    prompt_tokens_details: Option<PromptDetails>,
+    #[serde(default)]
+    completion_tokens_details: Option<CompletionDetails>,
+    #[serde(default)]
+    cache_creation_input_tokens: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+struct PromptDetails {
+    #[serde(default)]
+    cached_tokens: Option<u64>,
+    #[serde(default)]
+    cache_write_tokens: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+struct CompletionDetails {
+    #[serde(default)]
+    reasoning_tokens: Option<u64>,
+}
+
+impl<'de> Deserialize<'de> for Usage {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = RawUsage::deserialize(d)?;
+        let prompt = raw.prompt_tokens.or(raw.input_tokens).unwrap_or(0);
+        let completion = raw.completion_tokens.or(raw.output_tokens).unwrap_or(0);
+        let pd = raw.prompt_tokens_details.unwrap_or_default();
+        let cd = raw.completion_tokens_details.unwrap_or_default();
+        // Parts never exceed their whole, whatever an upstream reports: a token is billed once.
+        let cached = pd.cached_tokens.unwrap_or(0).min(prompt);
+        let cache_write = pd
+            .cache_write_tokens
+            .or(raw.cache_creation_input_tokens)
+            .unwrap_or(0)
+            .min(prompt - cached);
+        Ok(Usage {
+            prompt_tokens: prompt,
+            completion_tokens: completion,
+            total_tokens: raw
+                .total_tokens
+                .unwrap_or(prompt.saturating_add(completion)),
+            cached_tokens: cached,
+            cache_write_tokens: cache_write,
+            reasoning_tokens: cd.reasoning_tokens.unwrap_or(0).min(completion),
+        })
+    }
 }
 
 #[derive(Deserialize)]

@@ -16,6 +16,8 @@ pub use upstreams::{
 use crate::auth::KeyRing;
 use crate::cache::CacheSettings;
 use crate::error::ConfigError;
+use crate::pricing::{PriceConfig, PriceTable};
+use crate::selection::{SelectionConfig, Selector, TiersConfig};
 
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 10 * 1024 * 1024;
 pub const DEFAULT_BODY_TIMEOUT_MS: u64 = 30_000;
@@ -94,6 +96,15 @@ pub struct GatewayConfig {
     /// Attempts, failover, ejection, breaker and probes.
     #[serde(default)]
     pub routing: RoutingConfig,
+    /// Prices in USD per million tokens, over the built-in catalogue (see [`crate::pricing`]).
+    #[serde(default)]
+    pub prices: std::collections::BTreeMap<String, PriceConfig>,
+    /// Tiers for `tier:NAME` and `auto`: name -> models in order (see [`crate::selection`]).
+    #[serde(default)]
+    pub tiers: Option<TiersConfig>,
+    /// The rules of `auto` (see [`crate::selection`]).
+    #[serde(default)]
+    pub selection: SelectionConfig,
 }
 
 /// `"cache"` in `GATEWAY_CONFIG`. Every field is optional.
@@ -203,6 +214,8 @@ pub struct Settings {
     pub body_timeout_ms: u64,
     pub max_upstream_response_bytes: u64,
     pub cache: CacheSettings,
+    pub prices: PriceTable,
+    pub selector: Selector,
 }
 
 fn config_error(setting: &str, message: impl Into<String>) -> ConfigError {
@@ -227,6 +240,8 @@ impl Settings {
             body_timeout_ms: DEFAULT_BODY_TIMEOUT_MS,
             max_upstream_response_bytes: DEFAULT_MAX_UPSTREAM_RESPONSE_BYTES,
             cache: CacheSettings::default(),
+            prices: PriceTable::default(),
+            selector: Selector::default(),
         }
     }
 
@@ -309,6 +324,8 @@ impl Settings {
                 .max_upstream_response_bytes
                 .unwrap_or(platform.default_max_upstream_response_bytes()),
             cache,
+            prices: PriceTable::with_overrides(&config.prices)?,
+            selector: Selector::from_config(config.tiers.as_ref(), &config.selection)?,
         })
     }
 }
