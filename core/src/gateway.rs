@@ -33,7 +33,7 @@ pub struct Admitted {
 
 impl Admitted {
     pub fn reads_body(&self) -> bool {
-        self.route.has_body()
+        self.route.reads_body()
     }
 }
 
@@ -73,6 +73,8 @@ pub enum Plan {
     Forward(Forward),
     /// The status of the upstreams (built from the router's state).
     Status,
+    /// The estimate endpoint (needs the request's hint headers).
+    Estimate,
 }
 
 /// How an upstream response body travels back to the client.
@@ -173,7 +175,7 @@ impl Gateway {
         } else {
             None
         };
-        if route.has_body() {
+        if route.reads_body() {
             check_content_type(head.content_type)?;
         }
         Ok(Admitted { route, client })
@@ -215,6 +217,7 @@ impl Gateway {
                 })),
             },
             Route::Status => Ok(Plan::Status),
+            Route::Estimate => Ok(Plan::Estimate),
             route => {
                 let req = validate::validate(route, body)?;
                 Ok(Plan::Forward(Forward {

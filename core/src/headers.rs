@@ -11,6 +11,14 @@ pub const UPSTREAM_NAME: &str = "x-gateway-upstream";
 pub const ATTEMPTS: &str = "x-gateway-attempts";
 /// A client's choice of first upstream: an upstream's name or region.
 pub const PIN_REGION: &str = "x-gateway-region";
+/// The model sent upstream (after `auto`, a tier or a tier's fallback).
+pub const MODEL: &str = "x-gateway-model";
+/// What a JSON answer cost, in USD (a plain decimal; `0` from the cache).
+pub const COST_USD: &str = "x-gateway-cost-usd";
+/// `over-budget` when no model fitted `x-gateway-cost-budget-usd`.
+pub const SELECTION: &str = "x-gateway-selection";
+/// The gateway's own time and the upstream's, in milliseconds.
+pub const SERVER_TIMING: &str = "server-timing";
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) and framing headers the runtimes set themselves.
 const HOP_BY_HOP: &[&str] = &[

@@ -31,6 +31,7 @@ pub mod headers;
 pub mod log;
 pub mod pricing;
 pub mod request_id;
+pub mod rewrite;
 pub mod route;
 pub mod router;
 pub mod routing;

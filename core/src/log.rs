@@ -3,6 +3,7 @@
 use serde::Serialize;
 
 use crate::geo::ClientLocation;
+use crate::pricing::Money;
 use crate::sse::Usage;
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -17,10 +18,21 @@ pub struct RequestLog {
     pub client_location: ClientLocation,
     pub method: String,
     pub path: String,
+    /// The client key's id (`key_` + a digest prefix; never the key).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub client: Option<String>,
+    pub key_id: Option<String>,
+    /// The model the client asked for (`auto`, `tier:NAME` or a model).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requested_model: Option<String>,
+    /// The model sent upstream, priced and cached under.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
+    /// Why that model: `tier:NAME`, `rule:...`, `default`, `tier_fallback` (see
+    /// [`crate::selection`]); with `over_budget` when nothing fitted the cost budget.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub selection: Option<String>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub over_budget: bool,
     pub stream: bool,
     pub status: u16,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -44,8 +56,35 @@ pub struct RequestLog {
     pub bytes_out: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prompt_tokens: Option<u64>,
+    /// A part of `prompt_tokens`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cached_tokens: Option<u64>,
+    /// A part of `prompt_tokens` (providers that bill cache writes apart).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_write_tokens: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub completion_tokens: Option<u64>,
+    /// A part of `completion_tokens`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reasoning_tokens: Option<u64>,
+    /// Exact, as a decimal string (`"0.000184"`): usage times the model's price.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cost_usd: Option<Money>,
+    /// The token counts behind `cost_usd` were estimated (no usage came), not reported.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cost_estimated: Option<bool>,
+    /// Usage came but the model has no price: counted, never as free.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub unpriced: bool,
+    /// A cache hit: what the stored answer cost when it was made.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub saved_usd: Option<Money>,
+    /// Until the first content reached the client (streams: the first event with content).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ttft_ms: Option<f64>,
+    /// The gateway's own time: `total_ms` less the time spent waiting on upstreams.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub overhead_ms: Option<f64>,
     /// For streams: whether it ended with `[DONE]`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stream_complete: Option<bool>,
@@ -58,6 +97,9 @@ pub struct RequestLog {
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct AttemptLog {
     pub upstream: String,
+    /// The model tried (when the gateway chose it: a tier may move to its next model).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
     /// `ok` (content came), `http_<status>`, `insufficient_quota`, or the failure's kind
     /// (`refused`, `reset`, `timed_out`, `stream_error`, `stream_cut`, ...).
     pub outcome: String,
@@ -69,6 +111,9 @@ impl RequestLog {
         if let Some(u) = usage {
             self.prompt_tokens = Some(u.prompt_tokens);
             self.completion_tokens = Some(u.completion_tokens);
+            self.cached_tokens = Some(u.cached_tokens);
+            self.reasoning_tokens = Some(u.reasoning_tokens);
+            self.cache_write_tokens = (u.cache_write_tokens > 0).then_some(u.cache_write_tokens);
         }
     }
 

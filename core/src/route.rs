@@ -11,6 +11,8 @@ pub enum Route {
     Embeddings,
     /// `GET /v1/gateway/status`: the upstreams' state.
     Status,
+    /// `POST /v1/gateway/estimate`: the model and cost a request would get, without an upstream.
+    Estimate,
 }
 
 impl Route {
@@ -22,7 +24,7 @@ impl Route {
             Route::ChatCompletions => "/chat/completions",
             Route::Completions => "/completions",
             Route::Embeddings => "/embeddings",
-            Route::Status => "",
+            Route::Status | Route::Estimate => "",
         }
     }
 
@@ -34,12 +36,17 @@ impl Route {
         )
     }
 
+    /// Routes that read a JSON body: the inference routes and the estimate.
+    pub fn reads_body(self) -> bool {
+        self.has_body() || self == Route::Estimate
+    }
+
     pub fn requires_auth(self) -> bool {
         !matches!(self, Route::Health)
     }
 
     fn method(self) -> &'static str {
-        if self.has_body() {
+        if self.reads_body() {
             "POST"
         } else {
             "GET"
@@ -61,6 +68,7 @@ pub fn resolve(method: &str, path: &str) -> Result<Route, GatewayError> {
         "/v1/completions" => Route::Completions,
         "/v1/embeddings" => Route::Embeddings,
         "/v1/gateway/status" => Route::Status,
+        "/v1/gateway/estimate" => Route::Estimate,
         _ => {
             return Err(GatewayError::NotFound {
                 method: method.to_string(),
@@ -107,6 +115,11 @@ mod tests {
         assert_eq!(resolve("GET", "/v1/models"), Ok(Route::Models));
         assert_eq!(resolve("GET", "/health"), Ok(Route::Health));
         assert_eq!(resolve("HEAD", "/health"), Ok(Route::Health));
+        assert_eq!(resolve("POST", "/v1/gateway/estimate"), Ok(Route::Estimate));
+        assert_eq!(
+            resolve("GET", "/v1/gateway/estimate").unwrap_err().status(),
+            405
+        );
     }
 
     #[test]

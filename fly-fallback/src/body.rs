@@ -37,6 +37,8 @@ enum Source {
         /// The core's idle deadline. Armed when the upstream is first silent and re-armed only
         /// when it fires, so chunks cost no timer work.
         idle: Option<Pin<Box<Sleep>>>,
+        /// Chunks go through [`Exchange::on_chunk_filtered`] before the client sees them.
+        filter: bool,
     },
 }
 
@@ -85,9 +87,11 @@ impl GatewayBody {
         }
     }
 
+    /// `filter`: the core cuts part of the stream ([`gateway_core::RelayMode::Filter`]).
     pub fn relay(
         body: Incoming,
         prefix: Bytes,
+        filter: bool,
         exchange: Exchange,
         shared: Arc<Shared>,
         cache: Option<Arc<Cache>>,
@@ -99,6 +103,7 @@ impl GatewayBody {
                 tail: None,
                 ended: false,
                 idle: None,
+                filter,
             },
             exchange: Some(exchange),
             shared,
@@ -205,6 +210,7 @@ impl Body for GatewayBody {
                     body,
                     tail,
                     ended,
+                    filter,
                     ..
                 } => {
                     if let Some(p) = prefix.take() {
@@ -230,9 +236,20 @@ impl Body for GatewayBody {
                             let Ok(data) = frame.into_data() else {
                                 continue; // upstream trailers are not forwarded
                             };
-                            if let Some(ex) = &mut this.exchange {
-                                ex.on_chunk(&data, clock::now());
-                            }
+                            let data = match &mut this.exchange {
+                                Some(ex) if *filter => {
+                                    let out = ex.on_chunk_filtered(data, clock::now());
+                                    if out.is_empty() {
+                                        continue;
+                                    }
+                                    out
+                                }
+                                Some(ex) => {
+                                    ex.on_chunk(&data, clock::now());
+                                    data
+                                }
+                                None => data,
+                            };
                             return Poll::Ready(Some(Ok(Frame::data(data))));
                         }
                         Some(Err(_)) => {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use gateway_core::{
-    Action, Attempt, AttemptId, BodyEnd, BodyError, Exchange, Gateway, RequestParts,
+    Action, Attempt, AttemptId, BodyEnd, BodyError, Exchange, Gateway, RelayMode, RequestParts,
     Response as CoreResponse, ResponseBody, TransportError, UNREAD_BODY_DRAIN_BYTES,
     UNREAD_BODY_LINGER,
 };
@@ -371,9 +371,14 @@ impl Driver {
             (ResponseBody::Full(bytes), _) => {
                 GatewayBody::full(bytes.clone(), ex, self.shared.clone(), self.cache.clone())
             }
-            (ResponseBody::Relay(_), Some(up)) => {
-                GatewayBody::relay(up, prefix, ex, self.shared.clone(), self.cache.clone())
-            }
+            (ResponseBody::Relay(mode), Some(up)) => GatewayBody::relay(
+                up,
+                prefix,
+                *mode == RelayMode::Filter,
+                ex,
+                self.shared.clone(),
+                self.cache.clone(),
+            ),
             (ResponseBody::Relay(_) | ResponseBody::Driven, None)
             | (ResponseBody::Driven, Some(_)) => {
                 GatewayBody::full(Bytes::new(), ex, self.shared.clone(), self.cache.clone())

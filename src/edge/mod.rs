@@ -341,13 +341,14 @@ fn respond(
     let headers = http::from_map(&response.headers);
     let prefix = response.prefix;
     let built = match (response.body, upstream) {
-        (CoreBody::Relay(RelayMode::Observe), Some(mut up)) => {
+        (CoreBody::Relay(mode @ (RelayMode::Observe | RelayMode::Filter)), Some(mut up)) => {
             match chunks.map(Ok).unwrap_or_else(|| up.stream()) {
                 Ok(s) => {
                     let store = response
                         .store_on_end
                         .then(|| kv_cache::store_when_complete(ctx, env));
-                    Response::from_stream(stream::Relay::new(s, prefix, ex, store))
+                    let filter = mode == RelayMode::Filter;
+                    Response::from_stream(stream::Relay::new(s, prefix, filter, ex, store))
                 }
                 Err(_) => {
                     // The body was already taken: the core ends the stream as cut off.

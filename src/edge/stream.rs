@@ -28,6 +28,8 @@ pub struct Relay {
     /// fires (a timer per silence, not per chunk).
     idle: Option<Delay>,
     waker: Arc<LatestWaker>,
+    /// Chunks go through [`Exchange::on_chunk_filtered`] before the client sees them.
+    filter: bool,
 }
 
 /// Wakes whichever task polled last.
@@ -57,9 +59,11 @@ impl Wake for LatestWaker {
 }
 
 impl Relay {
+    /// `filter`: the core cuts part of the stream ([`gateway_core::RelayMode::Filter`]).
     pub fn new(
         inner: ByteStream,
         prefix: bytes::Bytes,
+        filter: bool,
         exchange: Exchange,
         store: Option<oneshot::Sender<Store>>,
     ) -> Relay {
@@ -72,6 +76,7 @@ impl Relay {
             store,
             idle: None,
             waker: Arc::default(),
+            filter,
         }
     }
 
@@ -144,20 +149,31 @@ impl Stream for Relay {
         if this.ended {
             return Poll::Ready(None);
         }
-        let how = match Pin::new(&mut this.inner).poll_next(cx) {
-            Poll::Pending => {
-                return match this.poll_idle(cx) {
-                    Poll::Pending => Poll::Pending,
-                    Poll::Ready(Some(e)) => Poll::Ready(Some(Err(e))),
-                    Poll::Ready(None) => Poll::Ready(this.tail.take().map(Ok)),
-                };
+        let how = loop {
+            match Pin::new(&mut this.inner).poll_next(cx) {
+                Poll::Pending => {
+                    return match this.poll_idle(cx) {
+                        Poll::Pending => Poll::Pending,
+                        Poll::Ready(Some(e)) => Poll::Ready(Some(Err(e))),
+                        Poll::Ready(None) => Poll::Ready(this.tail.take().map(Ok)),
+                    };
+                }
+                Poll::Ready(Some(Ok(chunk))) if this.filter => {
+                    let out = this
+                        .exchange
+                        .on_chunk_filtered(bytes::Bytes::from(chunk), clock::now());
+                    // Nothing to send yet (a usage event cut, or an event still coming).
+                    if !out.is_empty() {
+                        return Poll::Ready(Some(Ok(Vec::from(out))));
+                    }
+                }
+                Poll::Ready(Some(Ok(chunk))) => {
+                    this.exchange.on_chunk(&chunk, clock::now());
+                    return Poll::Ready(Some(Ok(chunk)));
+                }
+                Poll::Ready(Some(Err(_))) => break BodyEnd::Failed,
+                Poll::Ready(None) => break BodyEnd::Complete,
             }
-            Poll::Ready(Some(Ok(chunk))) => {
-                this.exchange.on_chunk(&chunk, clock::now());
-                return Poll::Ready(Some(Ok(chunk)));
-            }
-            Poll::Ready(Some(Err(_))) => BodyEnd::Failed,
-            Poll::Ready(None) => BodyEnd::Complete,
         };
         if let Some(e) = this.end(how) {
             return Poll::Ready(Some(Err(e)));

@@ -1,12 +1,14 @@
 //! A stored answer and its binary encoding.
 //!
 //! ```text
-//! magic    4 bytes  "AGC1"
+//! magic    4 bytes  "AGC2" ("AGC1": the same without `usage`, still read)
 //! key     32 bytes  the entry's cache key (an entry read under another key is refused)
 //! status   u16 BE
 //! form     u8       0 = JSON body, 1 = event stream
 //! stored   u64 BE   Unix ms when stored (for `age`)
 //! expires  u64 BE   Unix ms after which the entry is not served
+//! usage    u8 (0 = none, 1 = present) then 5 x u64 BE: prompt, completion, cached,
+//!          cache write, reasoning tokens (what the answer cost, so a hit can log what it saved)
 //! ctype    u16 BE length + bytes   the upstream's content-type
 //! body     u64 BE length + bytes   the body exactly as the upstream sent it
 //! ```
@@ -16,9 +18,12 @@
 use bytes::Bytes;
 
 use super::key::CacheKey;
+use crate::sse::Usage;
 
-const MAGIC: &[u8; 4] = b"AGC1";
-const FIXED: usize = 4 + 32 + 2 + 1 + 8 + 8 + 2 + 8;
+const MAGIC: &[u8; 4] = b"AGC2";
+const MAGIC_V1: &[u8; 4] = b"AGC1";
+const USAGE_LEN: usize = 1 + 5 * 8;
+const FIXED: usize = 4 + 32 + 2 + 1 + 8 + 8 + USAGE_LEN + 2 + 8;
 
 /// How the stored body is delivered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +42,8 @@ pub struct CacheEntry {
     pub content_type: String,
     pub stored_at_ms: u64,
     pub expires_at_ms: u64,
+    /// The upstream's usage for this answer, when it reported one.
+    pub usage: Option<Usage>,
     pub body: Bytes,
 }
 
@@ -49,6 +56,7 @@ impl std::fmt::Debug for CacheEntry {
             .field("content_type", &self.content_type)
             .field("stored_at_ms", &self.stored_at_ms)
             .field("expires_at_ms", &self.expires_at_ms)
+            .field("usage", &self.usage)
             .field("body_len", &self.body.len())
             .finish()
     }
@@ -72,6 +80,17 @@ impl CacheEntry {
         });
         out.extend_from_slice(&self.stored_at_ms.to_be_bytes());
         out.extend_from_slice(&self.expires_at_ms.to_be_bytes());
+        let u = self.usage.unwrap_or_default();
+        out.push(u8::from(self.usage.is_some()));
+        for n in [
+            u.prompt_tokens,
+            u.completion_tokens,
+            u.cached_tokens,
+            u.cache_write_tokens,
+            u.reasoning_tokens,
+        ] {
+            out.extend_from_slice(&n.to_be_bytes());
+        }
         out.extend_from_slice(&(ct.len() as u16).to_be_bytes());
         out.extend_from_slice(ct);
         out.extend_from_slice(&(self.body.len() as u64).to_be_bytes());
@@ -83,7 +102,9 @@ impl CacheEntry {
     /// another key. The body is a slice of `bytes`, not a copy.
     pub fn decode(bytes: &Bytes, key: &CacheKey) -> Option<CacheEntry> {
         let mut r = Reader { b: bytes, at: 0 };
-        if r.take(4)? != MAGIC {
+        let magic = r.take(4)?;
+        let v1 = magic == MAGIC_V1;
+        if !v1 && magic != MAGIC {
             return None;
         }
         if r.take(32)? != key.0 {
@@ -97,6 +118,7 @@ impl CacheEntry {
         };
         let stored_at_ms = u64::from_be_bytes(r.take(8)?.try_into().ok()?);
         let expires_at_ms = u64::from_be_bytes(r.take(8)?.try_into().ok()?);
+        let usage = if v1 { None } else { r.usage()? };
         let ct_len = u16::from_be_bytes(r.take(2)?.try_into().ok()?) as usize;
         let content_type = std::str::from_utf8(r.take(ct_len)?).ok()?.to_string();
         let body_len = usize::try_from(u64::from_be_bytes(r.take(8)?.try_into().ok()?)).ok()?;
@@ -112,6 +134,7 @@ impl CacheEntry {
             content_type,
             stored_at_ms,
             expires_at_ms,
+            usage,
             body: bytes.slice(start..start + body_len),
         })
     }
@@ -152,6 +175,34 @@ impl<'a> Reader<'a> {
         self.at = end;
         Some(s)
     }
+
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_be_bytes(self.take(8)?.try_into().ok()?))
+    }
+
+    /// `Some(None)`: no usage was stored; `None`: malformed.
+    fn usage(&mut self) -> Option<Option<Usage>> {
+        let present = *self.take(1)?.first()?;
+        let [prompt, completion, cached, write, reasoning] = [
+            self.u64()?,
+            self.u64()?,
+            self.u64()?,
+            self.u64()?,
+            self.u64()?,
+        ];
+        match present {
+            0 => Some(None),
+            1 => Some(Some(Usage {
+                prompt_tokens: prompt,
+                completion_tokens: completion,
+                total_tokens: prompt.saturating_add(completion),
+                cached_tokens: cached,
+                cache_write_tokens: write,
+                reasoning_tokens: reasoning,
+            })),
+            _ => None,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -166,6 +217,7 @@ mod tests {
             content_type: "application/json".into(),
             stored_at_ms: 1_000,
             expires_at_ms: 61_000,
+            usage: None,
             body: Bytes::from_static(body),
         }
     }
@@ -178,6 +230,34 @@ mod tests {
         let d = CacheEntry::decode(&bytes, &e.key).unwrap();
         assert_eq!(d, e);
         assert_eq!(&d.body[..], b"{\"id\":\"x\",\"choices\":[]}");
+    }
+
+    #[test]
+    fn usage_round_trips_so_a_hit_knows_what_it_saved() {
+        let mut e = entry(EntryForm::Json, b"{}");
+        e.usage = Some(Usage {
+            prompt_tokens: 2000,
+            completion_tokens: 300,
+            total_tokens: 2300,
+            cached_tokens: 1500,
+            cache_write_tokens: 7,
+            reasoning_tokens: 120,
+        });
+        let d = CacheEntry::decode(&Bytes::from(e.encode()), &e.key).unwrap();
+        assert_eq!(d.usage, e.usage);
+    }
+
+    #[test]
+    fn entries_of_the_previous_format_are_still_served() {
+        let e = entry(EntryForm::Json, b"{\"a\":1}");
+        let v2 = e.encode();
+        // AGC1 is AGC2 without the usage block.
+        let at = 4 + 32 + 2 + 1 + 8 + 8;
+        let mut v1 = b"AGC1".to_vec();
+        v1.extend_from_slice(&v2[4..at]);
+        v1.extend_from_slice(&v2[at + USAGE_LEN..]);
+        let d = CacheEntry::decode(&Bytes::from(v1), &e.key).unwrap();
+        assert_eq!(d, e);
     }
 
     #[test]

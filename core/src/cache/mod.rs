@@ -173,6 +173,7 @@ impl CacheLookup {
         content_type: Option<&str>,
         cache_control: Option<&str>,
         body: &Bytes,
+        usage: Option<crate::sse::Usage>,
         now_ms: u64,
     ) -> Option<CacheEntry> {
         if !self.write
@@ -189,6 +190,7 @@ impl CacheLookup {
             content_type: content_type.unwrap_or("application/json").to_string(),
             stored_at_ms: now_ms,
             expires_at_ms: now_ms.saturating_add(self.ttl_secs.saturating_mul(1000)),
+            usage,
             body: body.clone(),
         })
     }
@@ -388,20 +390,27 @@ mod tests {
         let l = plan_for(&s, "a", BODY, &[]).lookup().cloned().unwrap();
         let small = Bytes::from_static(b"{}");
         let e = l
-            .buffered_entry(200, Some("application/json"), None, &small, 1_000)
+            .buffered_entry(200, Some("application/json"), None, &small, None, 1_000)
             .unwrap();
         assert_eq!(e.expires_at_ms, 1_000 + 3_600_000);
-        assert!(l.buffered_entry(429, None, None, &small, 0).is_none());
+        assert!(l.buffered_entry(429, None, None, &small, None, 0).is_none());
         assert!(l
-            .buffered_entry(200, None, Some("no-store"), &small, 0)
+            .buffered_entry(200, None, Some("no-store"), &small, None, 0)
             .is_none());
         assert!(l
-            .buffered_entry(200, None, None, &Bytes::from_static(b"{\"a\":\"long\"}"), 0)
+            .buffered_entry(
+                200,
+                None,
+                None,
+                &Bytes::from_static(b"{\"a\":\"long\"}"),
+                None,
+                0
+            )
             .is_none());
         assert!(l.stream_recorder(500, None, None).is_none());
         let long_type = "application/json; x=".to_string() + &"a".repeat(2000);
         assert!(l
-            .buffered_entry(200, Some(&long_type), None, &small, 0)
+            .buffered_entry(200, Some(&long_type), None, &small, None, 0)
             .is_none());
         assert!(l
             .stream_recorder(200, Some("text/event-stream"), None)
@@ -422,7 +431,7 @@ mod tests {
             .unwrap();
         let sse = b"data: {\"choices\":[{\"delta\":{\"content\":\"x\"}}]}\n\ndata: [DONE]\n\n";
         r.record(sse);
-        let entry = r.finish(10_000).unwrap();
+        let entry = r.finish(10_000, None).unwrap();
         let stored = Bytes::from(entry.encode());
 
         let hit = l.accept(&stored, 12_500).unwrap();
@@ -441,7 +450,7 @@ mod tests {
 
     #[test]
     fn the_largest_storable_entry_fits_in_a_kv_value() {
-        let largest = policy::DEFAULT_MAX_ENTRY_BYTES as usize + 65 + MAX_CONTENT_TYPE;
+        let largest = policy::DEFAULT_MAX_ENTRY_BYTES as usize + 106 + MAX_CONTENT_TYPE;
         let e = CacheEntry {
             key: CacheKey([0; 32]),
             status: 200,
@@ -449,6 +458,7 @@ mod tests {
             content_type: "x".repeat(MAX_CONTENT_TYPE),
             stored_at_ms: 0,
             expires_at_ms: 1,
+            usage: None,
             body: Bytes::from(vec![b' '; policy::DEFAULT_MAX_ENTRY_BYTES as usize]),
         };
         assert!(e.encoded_len() <= largest);

@@ -149,7 +149,9 @@ pub fn check_request(
     match route {
         Route::Embeddings => return Ok(()),
         Route::ChatCompletions | Route::Completions => {}
-        Route::Health | Route::Models | Route::Status => return Err(BypassReason::Route),
+        Route::Health | Route::Models | Route::Status | Route::Estimate => {
+            return Err(BypassReason::Route)
+        }
     }
     if policy.ttl_secs == Some(0) {
         return Err(BypassReason::ModelDisabled);

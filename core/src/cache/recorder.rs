@@ -64,7 +64,9 @@ impl StreamRecorder {
 
     /// Call when the upstream body ended without a transport error. Yields the entry to store,
     /// or `None` for a stream that was cut off, carried an error, or was too large.
-    pub fn finish(self, now_ms: u64) -> Option<CacheEntry> {
+    /// `usage`: what the upstream reported (a usage chunk the client did not ask for is not in
+    /// the recorded stream, but is what the answer cost).
+    pub fn finish(self, now_ms: u64, usage: Option<crate::sse::Usage>) -> Option<CacheEntry> {
         if !self.is_complete() || !ends_with_event_boundary(&self.buf) {
             return None;
         }
@@ -75,6 +77,7 @@ impl StreamRecorder {
             content_type: self.content_type,
             stored_at_ms: now_ms,
             expires_at_ms: now_ms.saturating_add(self.ttl_secs.saturating_mul(1000)),
+            usage: usage.or(self.observer.usage()),
             body: Bytes::from(self.buf),
         })
     }
@@ -105,7 +108,7 @@ data: [DONE]\n\n";
             for c in STREAM.chunks(size) {
                 r.record(c);
             }
-            let e = r.finish(5_000).unwrap();
+            let e = r.finish(5_000, None).unwrap();
             assert_eq!(&e.body[..], STREAM);
             assert_eq!(e.form, EntryForm::Sse);
             assert_eq!(e.stored_at_ms, 5_000);
@@ -117,7 +120,7 @@ data: [DONE]\n\n";
     fn cut_off_streams_are_not_recorded() {
         let mut r = recorder(1 << 20);
         r.record(&STREAM[..STREAM.len() - 16]);
-        assert!(r.finish(0).is_none());
+        assert!(r.finish(0, None).is_none());
     }
 
     #[test]
@@ -126,10 +129,10 @@ data: [DONE]\n\n";
         r.record(
             b"data: {\"choices\":[]}\n\ndata: {\"error\":{\"message\":\"x\"}}\n\ndata: [DONE]\n\n",
         );
-        assert!(r.finish(0).is_none());
+        assert!(r.finish(0, None).is_none());
         let mut r = recorder(1 << 20);
         r.record(b"event: error\ndata: {}\n\ndata: [DONE]\n\n");
-        assert!(r.finish(0).is_none());
+        assert!(r.finish(0, None).is_none());
     }
 
     #[test]
@@ -137,7 +140,7 @@ data: [DONE]\n\n";
         let mut r = recorder(32);
         r.record(STREAM);
         assert!(r.buf.is_empty());
-        assert!(r.finish(0).is_none());
+        assert!(r.finish(0, None).is_none());
     }
 
     #[test]
@@ -145,6 +148,6 @@ data: [DONE]\n\n";
         let mut r = recorder(1 << 20);
         r.record(STREAM);
         r.record(b"data: {\"x\"");
-        assert!(r.finish(0).is_none());
+        assert!(r.finish(0, None).is_none());
     }
 }

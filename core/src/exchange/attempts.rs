@@ -9,8 +9,8 @@ use http::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderMap, HeaderValue};
 
 use super::{
-    Attempt, AttemptId, AttemptLog, BodyEnd, Exchange, RelayMode, Response, ResponseBody, Step,
-    Timer, UpstreamHead, MAX_HELD_PREFIX,
+    Attempt, AttemptId, AttemptLog, BodyEnd, Exchange, Response, ResponseBody, Step, Timer,
+    UpstreamHead, MAX_HELD_PREFIX,
 };
 use crate::config::{Platform, Settings};
 use crate::error::GatewayError;
@@ -117,7 +117,15 @@ impl Exchange {
             };
             let order = router.order(settings, &req);
             if order.is_empty() {
-                self.fail(GatewayError::ModelNotServed { model });
+                // A tier's model that no upstream serves: the next one may be.
+                if self.next_model() {
+                    return self.next_upstream(now, router);
+                }
+                if self.attempts > 0 {
+                    self.give_up(now, router);
+                } else {
+                    self.fail(GatewayError::ModelNotServed { model });
+                }
                 return None;
             }
             self.order = Some(order);
@@ -125,20 +133,32 @@ impl Exchange {
         }
         let routing = &settings.routing;
         let out_of_time = self.attempts_deadline.is_some_and(|d| now.instant >= d);
-        if self.attempts >= routing.max_attempts || out_of_time {
+        if !self.attempts_left() || out_of_time {
+            if !out_of_time && self.next_model() {
+                return self.next_upstream(now, router);
+            }
             self.give_up(now, router);
             return None;
         }
         if let Some(i) = self.after_backoff.take() {
             return Some(i);
         }
-        let order = self.order.as_deref().unwrap_or_default();
-        if let Some(&i) = order.get(self.next_in_order) {
+        let next = self
+            .order
+            .as_deref()
+            .and_then(|o| o.get(self.next_in_order))
+            .copied();
+        if let Some(i) = next {
             self.next_in_order += 1;
             return Some(i);
         }
+        // Every upstream of this model was tried: a tier's next model, before another round.
+        if self.next_model() {
+            return self.next_upstream(now, router);
+        }
         // Every upstream in the order was tried: another round, on those still available (not
         // ejected or open-circuited by this request's own failures), after a backoff.
+        let order = self.order.as_deref().unwrap_or_default();
         let Some(&i) = order.iter().find(|&&i| router.available(i, now.instant)) else {
             self.give_up(now, router);
             return None;
@@ -161,7 +181,7 @@ impl Exchange {
     /// Whether another attempt could follow the current one (so a stream is worth holding back
     /// until its first content).
     pub(super) fn may_try_again(&self) -> bool {
-        self.attempts < self.gw.settings().routing.max_attempts
+        self.attempts < self.gw.settings().routing.max_attempts || !self.chain.is_empty()
     }
 
     /// The next attempt, if there is one to make now.
@@ -171,6 +191,7 @@ impl Exchange {
         let settings = gw.settings();
         let upstream = settings.upstreams.get(i)?;
         router.begin(i, now.instant);
+        self.busy_start(now);
         self.current = Some((i, false));
         self.attempts += 1;
         self.sent_at = Some(now.instant);
@@ -252,8 +273,14 @@ impl Exchange {
             .sent_at
             .map_or(0.0, |s| millis_f64(now.instant.since(s)));
         let upstream = self.upstream_name(i);
+        let model = self
+            .log
+            .selection
+            .as_ref()
+            .and_then(|_| self.log.model.clone());
         self.log.attempts.push(AttemptLog {
             upstream,
+            model,
             outcome,
             ms,
         });
@@ -297,6 +324,7 @@ impl Exchange {
         self.relay = None;
         self.prefix.clear();
         self.prefix_len = 0;
+        self.busy_stop(now);
         if let Some((i, _)) = self.current {
             self.record_attempt(kind.to_string(), now);
             let gw = self.gw.clone();
@@ -489,6 +517,7 @@ impl Exchange {
             );
         }
         self.log.status = 200;
+        self.model_headers(&mut headers);
         let _ = now;
         // The first keepalive goes out with the head.
         self.outbox = Some(Bytes::from_static(b": keepalive\n\n"));
@@ -520,6 +549,10 @@ impl Exchange {
         if let Some(o) = &mut relay.sse {
             o.observe(&chunk);
         }
+        let chunk = match &mut relay.hide {
+            Some(h) => h.filter(chunk),
+            None => chunk,
+        };
         if let Some(r) = &mut relay.recorder {
             r.record(&chunk);
         }
@@ -528,7 +561,9 @@ impl Exchange {
         if had_content {
             // A driven stream after its first content: straight through.
             self.deadline = Some((now.instant.plus(self.idle_timeout()), Timer::Idle));
-            self.outbox = Some(chunk);
+            if !chunk.is_empty() {
+                self.outbox = Some(chunk);
+            }
             return;
         }
         let (content, error) = relay
@@ -553,14 +588,17 @@ impl Exchange {
         self.keepalive_at = None;
         if self.committed {
             self.deadline = Some((now.instant.plus(self.idle_timeout()), Timer::Idle));
-            self.outbox = Some(prefix);
+            self.first_token(now);
+            if !prefix.is_empty() {
+                self.outbox = Some(prefix);
+            }
             return;
         }
         self.deadline = None;
         let Some(head) = self.upstream.take() else {
             return;
         };
-        let mut response = self.upstream_response(&head, ResponseBody::Relay(RelayMode::Observe));
+        let mut response = self.upstream_response(&head, ResponseBody::Relay(self.stream_mode()));
         response.prefix = prefix;
         response.store_on_end = self.relay.as_ref().is_some_and(|r| r.recorder.is_some());
         self.step = Step::Respond(response);
@@ -675,6 +713,7 @@ impl Exchange {
         if self.attempts > 0 {
             headers.insert(headers::ATTEMPTS, header_value(u64::from(self.attempts)));
         }
+        self.model_headers(headers);
     }
 }
 

@@ -46,11 +46,12 @@ impl Exchange {
 
     /// The body is in (or not needed): validate, answer locally, or prepare the upstream call.
     pub(super) fn plan(&mut self, now: Now, router: &mut Router) {
-        let Some(admitted) = &self.admitted else {
+        let Some(admitted) = self.admitted.clone() else {
             return self.fail(GatewayError::Internal {
                 message: "planned before admission".into(),
             });
         };
+        let admitted = &admitted;
         let plan = match self.gw.plan(admitted, self.query.as_deref(), &self.body) {
             Ok(p) => p,
             Err(e) => return self.fail(e),
@@ -87,9 +88,42 @@ impl Exchange {
                     store_on_end: false,
                 });
             }
+            Plan::Estimate => {
+                let settings = self.gw.settings();
+                let answer = crate::selection::estimate_answer(
+                    &settings.selector,
+                    &settings.prices,
+                    &self.body,
+                    &self.headers,
+                );
+                match answer {
+                    Ok(body) => {
+                        let mut headers = HeaderMap::with_capacity(3);
+                        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                        headers.insert(
+                            http::header::CACHE_CONTROL,
+                            HeaderValue::from_static("no-store"),
+                        );
+                        headers.insert(headers::REQUEST_ID, self.request_id.clone());
+                        self.step = Step::Respond(Response {
+                            status: 200,
+                            headers,
+                            body: ResponseBody::Full(body),
+                            prefix: Bytes::new(),
+                            store_on_end: false,
+                        });
+                    }
+                    Err(e) => self.fail(e),
+                }
+            }
             Plan::Forward(mut forward) => {
+                self.log.requested_model = forward.model.clone();
                 self.log.model = forward.model.clone();
                 self.log.stream = forward.stream;
+                let route = admitted.route;
+                if let Err(e) = self.choose_model(route, &mut forward) {
+                    return self.fail(e);
+                }
                 if admitted.route.has_body() {
                     let first = if self.gw.settings().routing.cache_per_region {
                         let req = crate::router::OrderRequest {
@@ -189,7 +223,8 @@ impl Exchange {
 
     pub(super) fn hit(&mut self, entry: &CacheEntry, now: Now) {
         self.cache_status = Some(CacheStatus::Hit);
-        let mut headers = HeaderMap::with_capacity(4);
+        let mut headers = HeaderMap::with_capacity(8);
+        self.account_hit(entry, &mut headers);
         headers.insert(
             CONTENT_TYPE,
             HeaderValue::from_str(&entry.content_type)
@@ -204,6 +239,7 @@ impl Exchange {
             HeaderValue::from_static(CacheStatus::Hit.header_value()),
         );
         headers.insert(headers::REQUEST_ID, self.request_id.clone());
+        self.model_headers(&mut headers);
         self.step = Step::Respond(Response {
             status: entry.status,
             headers,
@@ -252,20 +288,31 @@ impl Exchange {
         }
     }
 
-    pub(super) fn respond_started(&mut self, response: &Response, now: Now, router: &mut Router) {
+    pub(super) fn respond_started(
+        &mut self,
+        response: &mut Response,
+        now: Now,
+        router: &mut Router,
+    ) {
         self.log.status = response.status;
         match &response.body {
             ResponseBody::Full(b) => {
                 self.log.bytes_out = b.len() as u64;
                 self.step = Step::Done;
+                self.busy_stop(now);
+                self.first_token(now);
             }
             ResponseBody::Relay(_) => {
                 self.log.bytes_out = self.log.bytes_out.max(response.prefix.len() as u64);
                 self.step = Step::Relaying;
+                if !response.prefix.is_empty() {
+                    self.first_token(now);
+                }
             }
             // Never given by a step: see `commit`.
             ResponseBody::Driven => {}
         }
+        self.timing_header(&mut response.headers, now);
         // The client's request is no longer needed for another attempt.
         self.body = Bytes::new();
         self.forward_headers = None;

@@ -343,7 +343,8 @@ fn pinned_stream(sim: &Sim) -> Exchange {
     )
 }
 
-const STREAM: &[u8] = br#"{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+/// Asks for usage, so the upstream's stream reaches the client whole.
+const STREAM: &[u8] = br#"{"model":"m","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hi"}]}"#;
 
 #[test]
 fn a_stream_with_an_error_event_or_cut_before_content_is_served_whole_by_the_next_upstream() {

@@ -44,11 +44,14 @@
 //! ```
 //! Every branch the runtime takes is IO; none is a decision.
 
+mod accounting;
 mod attempts;
 mod decide;
 mod relay;
 mod response;
 
+#[cfg(test)]
+mod cost_tests;
 #[cfg(test)]
 mod failover_tests;
 #[cfg(test)]
@@ -70,7 +73,7 @@ use crate::log::AttemptLog;
 use crate::log::{format_time, RequestLog};
 use crate::request_id;
 use crate::router::{FlightId, Router, Verdict};
-use crate::sse::SseObserver;
+use crate::sse::{HideUsage, SseObserver};
 use crate::time::{millis_f64, Instant, Now};
 
 use attempts::Held;
@@ -267,6 +270,8 @@ struct UpstreamHead {
 struct Relay {
     /// Present for event streams.
     sse: Option<SseObserver>,
+    /// Cuts the usage chunk the client did not ask for.
+    hide: Option<HideUsage>,
     recorder: Option<cache::StreamRecorder>,
     ended: bool,
     /// When the upstream last sent something (the idle deadline runs from it).
@@ -333,6 +338,19 @@ pub struct Exchange {
     commit_due: bool,
     keepalive_at: Option<Instant>,
     outbox: Option<Bytes>,
+    /// A tier's models after the current one, tried when all of its upstreams fail.
+    chain: Vec<String>,
+    /// The attempt count when the current model of a tier took over: it gets one attempt even
+    /// past `max_attempts`.
+    model_floor: Option<u32>,
+    /// The gateway asked the upstream for the usage chunk the client did not ask for: it is
+    /// cut from what the client gets.
+    hide_usage: bool,
+    /// A stream's prompt, estimated, for a cost when no usage comes.
+    prompt_estimate: u64,
+    /// Time spent waiting on upstreams so far, and since when it is being spent now.
+    upstream_busy: Duration,
+    busy_since: Option<Instant>,
 }
 
 impl std::fmt::Debug for Exchange {
@@ -360,7 +378,7 @@ impl Exchange {
         match ex.gw.admit(&head) {
             Err(e) => ex.fail(e),
             Ok(a) => {
-                ex.log.client = a.client.as_ref().map(|c| c.0.clone());
+                ex.log.key_id = a.client.as_ref().map(|c| c.0.clone());
                 let reads_body = a.reads_body();
                 ex.admitted = Some(a);
                 if reads_body {
@@ -459,6 +477,12 @@ impl Exchange {
             commit_due: false,
             keepalive_at: None,
             outbox: None,
+            chain: Vec::new(),
+            model_floor: None,
+            hide_usage: false,
+            prompt_estimate: 0,
+            upstream_busy: Duration::ZERO,
+            busy_since: None,
         }
     }
 
@@ -473,7 +497,9 @@ impl Exchange {
             return Action::Emit(bytes);
         }
         if std::mem::take(&mut self.commit_due) {
-            return Action::Respond(self.commit(now));
+            let mut response = self.commit(now);
+            self.timing_header(&mut response.headers, now);
+            return Action::Respond(response);
         }
         loop {
             match std::mem::replace(&mut self.step, Step::Done) {
@@ -541,8 +567,8 @@ impl Exchange {
                     self.step = Step::Respond(response);
                     return Action::Store(store);
                 }
-                Step::Respond(response) => {
-                    self.respond_started(&response, now, router);
+                Step::Respond(mut response) => {
+                    self.respond_started(&mut response, now, router);
                     return Action::Respond(response);
                 }
                 Step::StoreThenEnd(store) => {
@@ -774,6 +800,7 @@ impl Exchange {
                 });
                 self.relay = Some(Relay {
                     sse: Some(SseObserver::new()),
+                    hide: self.hide_usage.then(HideUsage::new),
                     recorder,
                     ended: false,
                     last_activity: now.instant,
@@ -790,7 +817,7 @@ impl Exchange {
                 self.keepalive_at = None;
                 self.healthy(now, router);
                 let mut response =
-                    self.upstream_response(&head, ResponseBody::Relay(RelayMode::Observe));
+                    self.upstream_response(&head, ResponseBody::Relay(self.stream_mode()));
                 response.store_on_end = self.relay.as_ref().is_some_and(|r| r.recorder.is_some());
                 self.step = Step::Respond(response);
             }
@@ -799,6 +826,7 @@ impl Exchange {
                 self.healthy(now, router);
                 self.relay = Some(Relay {
                     sse: None,
+                    hide: None,
                     recorder: None,
                     ended: false,
                     last_activity: now.instant,
@@ -875,13 +903,14 @@ impl Exchange {
         };
         self.deadline = None;
         self.healthy(now, router);
-        self.log.set_usage(usage);
+        let cost = self.account(usage, false);
         let entry = self.lookup.as_ref().and_then(|l| {
             l.buffered_entry(
                 head.status,
                 header_str(&head.headers, CONTENT_TYPE.as_str()),
                 header_str(&head.headers, "cache-control"),
                 &body,
+                usage,
                 now.unix.as_millis(),
             )
         });
@@ -889,6 +918,9 @@ impl Exchange {
         response
             .headers
             .insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+        if let Some(c) = cost.and_then(|c| HeaderValue::from_str(&c.to_string()).ok()) {
+            response.headers.insert(headers::COST_USD, c);
+        }
         match (entry, &self.lookup) {
             (Some(entry), Some(l)) => {
                 let store = Store {

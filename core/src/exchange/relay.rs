@@ -30,12 +30,50 @@ impl Exchange {
         }
         self.relay_counted += chunk.len() as u64;
         self.log.bytes_out += chunk.len() as u64;
+        let mut first = false;
         if let Some(o) = &mut relay.sse {
+            let had_content = o.saw_content();
             o.observe(chunk);
+            first = !had_content && o.saw_content();
         }
         if let Some(r) = &mut relay.recorder {
             r.record(chunk);
         }
+        if first {
+            self.first_token(now);
+        }
+    }
+
+    /// A chunk of a [`RelayMode::Filter`](super::RelayMode::Filter) body, before it goes to the
+    /// client: returns what to send (the same bytes unless the chunk held the usage event the
+    /// client did not ask for, or the start of an event still coming).
+    pub fn on_chunk_filtered(&mut self, chunk: Bytes, now: Now) -> Bytes {
+        let Some(relay) = &mut self.relay else {
+            return chunk;
+        };
+        if relay.ended {
+            return Bytes::new();
+        }
+        relay.last_activity = now.instant;
+        let mut first = false;
+        if let Some(o) = &mut relay.sse {
+            let had_content = o.saw_content();
+            o.observe(&chunk);
+            first = !had_content && o.saw_content();
+        }
+        let out = match &mut relay.hide {
+            Some(h) => h.filter(chunk),
+            None => chunk,
+        };
+        if let Some(r) = &mut relay.recorder {
+            r.record(&out);
+        }
+        self.relay_counted += out.len() as u64;
+        self.log.bytes_out += out.len() as u64;
+        if first {
+            self.first_token(now);
+        }
+        out
     }
 
     /// Whether the relayed body may get bytes after the upstream's (an error event), so its
@@ -60,15 +98,29 @@ impl Exchange {
                 ..EndOfRelay::default()
             };
         };
-        let tail = sse.finish(&mut self.log).map(Bytes::from);
+        let error = sse.finish(&mut self.log);
+        let usage = sse.usage();
+        // An event the filter was still holding goes out as it was, before any error event.
+        let held = relay.hide.as_mut().map(|h| h.finish()).unwrap_or_default();
+        let tail = match (held.is_empty(), error) {
+            (true, None) => None,
+            (false, None) => Some(held),
+            (true, Some(e)) => Some(Bytes::from(e)),
+            (false, Some(e)) => Some(Bytes::from([&held[..], &e[..]].concat())),
+        };
         if let Some(t) = &tail {
             self.log.bytes_out += t.len() as u64;
         }
         let recorder = relay.recorder.take();
         let entry = match (end, recorder) {
-            (BodyEnd::Complete, Some(r)) => r.finish(now.unix.as_millis()).map(Arc::new),
+            (BodyEnd::Complete, Some(r)) => r.finish(now.unix.as_millis(), usage).map(Arc::new),
             _ => None,
         };
+        let sse = self.relay.as_mut().and_then(|r| r.sse.take());
+        self.account_stream(sse.as_ref());
+        if let Some(r) = &mut self.relay {
+            r.sse = sse;
+        }
         self.land(entry.clone(), now, router);
         let store = match (entry, &self.lookup) {
             (Some(entry), Some(l)) if l.write => Some(Store {
@@ -111,14 +163,18 @@ impl Exchange {
         let relay = self.relay.as_mut()?;
         relay.ended = true;
         relay.recorder = None;
-        let Some(sse) = &relay.sse else {
+        if relay.sse.is_none() {
             return Some(EndOfRelay {
                 abort: true,
                 ..EndOfRelay::default()
             });
-        };
+        }
         self.log.stream_complete = Some(false);
-        self.log.set_usage(sse.usage());
+        let sse = relay.sse.take();
+        self.account_stream(sse.as_ref());
+        if let Some(r) = &mut self.relay {
+            r.sse = sse;
+        }
         let tail = Bytes::from(err.sse_event());
         self.log.bytes_out += tail.len() as u64;
         Some(EndOfRelay {
@@ -141,12 +197,17 @@ impl Exchange {
             self.log.status = 499;
             self.log.error_code = Some("client_closed_request".into());
         }
-        if let Some(relay) = &self.relay {
-            if relay.sse.is_some() && !relay.ended {
-                // The client went away before the stream ended.
-                self.log.stream_complete = Some(false);
-            }
+        let gone = self
+            .relay
+            .as_ref()
+            .is_some_and(|r| r.sse.is_some() && !r.ended);
+        if gone {
+            // The client went away before the stream ended: what was relayed is still owed.
+            self.log.stream_complete = Some(false);
+            let sse = self.relay.as_mut().and_then(|r| r.sse.take());
+            self.account_stream(sse.as_ref());
         }
+        self.log_overhead(now);
         self.log.total_ms = millis_f64(now.instant.since(self.started));
         self.log.cache = self.cache_status.map(CacheStatus::log_value);
         Some(std::mem::take(&mut self.log))

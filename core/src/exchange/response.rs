@@ -14,6 +14,11 @@ pub enum RelayMode {
     /// An event stream: every chunk goes to the client as it arrives, then to
     /// [`super::Exchange::on_chunk`]; the end goes to [`super::Exchange::on_end`].
     Observe,
+    /// An event stream with a part to cut (the usage chunk the gateway asked for on the client's
+    /// behalf): every chunk goes to [`super::Exchange::on_chunk_filtered`] first, and what it
+    /// returns goes to the client (nothing when it returns no bytes); the end goes to
+    /// [`super::Exchange::on_end`].
+    Filter,
     /// An upstream error body: passed on as it is. A runtime that can hand the body over without
     /// touching it may do so and report nothing but the end (if it sees it).
     Untouched,

@@ -469,13 +469,21 @@ impl Sim {
         }
         match response.body {
             ResponseBody::Full(b) => out.body = b.to_vec(),
-            ResponseBody::Relay(_) => {
+            ResponseBody::Relay(mode) => {
                 let (chunks, pos, end, _) = self.chunks.clone();
                 for &(ms, chunk) in chunks.iter().skip(pos) {
                     self.advance(ms);
-                    out.body.extend_from_slice(chunk);
-                    out.chunk_times.push(self.ms() - started);
-                    ex.on_chunk(chunk, self.now());
+                    if mode == RelayMode::Filter {
+                        let sent = ex.on_chunk_filtered(Bytes::from_static(chunk), self.now());
+                        if !sent.is_empty() {
+                            out.body.extend_from_slice(&sent);
+                            out.chunk_times.push(self.ms() - started);
+                        }
+                    } else {
+                        out.body.extend_from_slice(chunk);
+                        out.chunk_times.push(self.ms() - started);
+                        ex.on_chunk(chunk, self.now());
+                    }
                 }
                 let now = self.now();
                 let end = ex.on_end(end, now, &mut self.router);
@@ -938,14 +946,17 @@ fn a_stream_silent_for_the_idle_timeout_is_ended_with_an_error_event() {
     let mut ex = sim.chat();
     let up = sse_answer(vec![(0, SSE[0])], BodyEnd::Complete);
     let Response { body, .. } = sim.until_response(&mut ex, ClientBody::After(0, STREAM0), &up);
-    assert!(matches!(body, ResponseBody::Relay(RelayMode::Observe)));
+    assert!(
+        matches!(body, ResponseBody::Relay(RelayMode::Filter)),
+        "no usage asked for: the gateway's usage chunk is cut"
+    );
     let head_at = sim.now().instant;
     assert_eq!(
         ex.poll_timeout(),
         Some(head_at.plus(Duration::from_secs(2)))
     );
     sim.advance(1_500);
-    ex.on_chunk(SSE[1], sim.now());
+    ex.on_chunk_filtered(Bytes::from_static(SSE[1]), sim.now());
     let deadline = sim.now().instant.plus(Duration::from_secs(2));
     assert_eq!(
         ex.poll_timeout(),

@@ -22,6 +22,7 @@ fn entry(n: u8) -> Arc<CacheEntry> {
         content_type: "application/json".into(),
         stored_at_ms: 0,
         expires_at_ms: 60_000,
+        usage: None,
         body: Bytes::from_static(b"{}"),
     })
 }

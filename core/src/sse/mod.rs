@@ -5,7 +5,11 @@
 //! notices `data: [DONE]`, error events and the usage chunk, which is what logs, accounting and
 //! the decision about a stream that ended early need.
 
+mod hide_usage;
+
 use serde::Deserialize;
+
+pub use hide_usage::{is_usage_only, HideUsage};
 
 /// Token counts reported by the upstream, in OpenAI's terms: `cached_tokens` and
 /// `cache_write_tokens` are parts of `prompt_tokens`, `reasoning_tokens` a part of
@@ -109,6 +113,9 @@ pub struct SseObserver {
     saw_error: bool,
     saw_content: bool,
     usage: Option<Usage>,
+    /// Bytes of generated text seen (content, text, reasoning, tool arguments), escapes
+    /// included: what a cost estimate goes on when no usage comes.
+    content_bytes: u64,
 }
 
 /// Whether an event's JSON carries something a client would show or count: text, a tool call,
@@ -199,6 +206,7 @@ impl SseObserver {
         if !self.saw_content && carries_content(data) {
             self.saw_content = true;
         }
+        self.content_bytes += text_bytes(data);
         // Only the usage chunk is parsed; ordinary deltas are not.
         if memfind(data, b"\"usage\":{").is_some() || memfind(data, b"\"usage\": {").is_some() {
             if let Some(u) = usage_of_json(data) {
@@ -229,6 +237,10 @@ impl SseObserver {
         self.usage
     }
 
+    pub fn content_bytes(&self) -> u64 {
+        self.content_bytes
+    }
+
     /// A stream that ended without `[DONE]` and without an error event of its own was cut off;
     /// the client is told so with an error event rather than a silent end.
     pub fn needs_termination_error(&self) -> bool {
@@ -245,7 +257,41 @@ impl SseObserver {
     }
 }
 
-fn memfind(hay: &[u8], needle: &[u8]) -> Option<usize> {
+/// The length of the generated strings in one event's JSON, found by their keys without
+/// parsing the event (this runs on every event of every stream).
+fn text_bytes(data: &[u8]) -> u64 {
+    const KEYS: [&[u8]; 4] = [
+        b"\"content\":\"",
+        b"\"text\":\"",
+        b"\"reasoning_content\":\"",
+        b"\"arguments\":\"",
+    ];
+    let mut total = 0;
+    for key in KEYS {
+        let mut rest = data;
+        while let Some(at) = memfind(rest, key) {
+            rest = rest.get(at + key.len()..).unwrap_or_default();
+            let mut escaped = false;
+            let mut len = rest.len();
+            for (i, &b) in rest.iter().enumerate() {
+                match b {
+                    _ if escaped => escaped = false,
+                    b'\\' => escaped = true,
+                    b'"' => {
+                        len = i;
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+            total += len as u64;
+            rest = rest.get(len..).unwrap_or_default();
+        }
+    }
+    total
+}
+
+pub(crate) fn memfind(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
@@ -304,6 +350,23 @@ data: [DONE]\n\n";
         assert!(seen(&[
             r#"{"choices":[{"delta":{},"finish_reason":"stop"}]}"#
         ]));
+    }
+
+    #[test]
+    fn generated_text_is_measured_for_estimates() {
+        let mut o = SseObserver::new();
+        o.observe(STREAM.as_bytes());
+        assert_eq!(o.content_bytes(), 5, "Hel + lo");
+        assert_eq!(
+            text_bytes(br#"{"choices":[{"delta":{"content":"a\"b"}}]}"#),
+            4
+        );
+        assert_eq!(
+            text_bytes(
+                br#"{"choices":[{"delta":{"tool_calls":[{"function":{"arguments":"{}"}}]}}]}"#
+            ),
+            2
+        );
     }
 
     #[test]
