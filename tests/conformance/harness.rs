@@ -20,9 +20,42 @@ pub const CLIENT_KEY: &str = "test-client-key";
 pub const SECOND_CLIENT_KEY: &str = "second-client-key";
 pub const REGION: &str = "test-region";
 pub const MOCK_NAME: &str = "mock-a";
-/// `GATEWAY_CONFIG` for every target: small limits so the limit cases run quickly.
+/// The `stream_idle_timeout_ms` of [`GATEWAY_CONFIG`].
 pub const STREAM_IDLE_TIMEOUT_MS: u64 = 1000;
-pub const GATEWAY_CONFIG: &str = r#"{"models":[{"id":"mock-model","owned_by":"mock"},{"id":"mock-embedding","owned_by":"mock"}],"max_body_bytes":262144,"body_timeout_ms":2000,"upstream_timeout_ms":1500,"stream_idle_timeout_ms":1000}"#;
+/// `GATEWAY_CONFIG` for every target: small limits so the limit cases run quickly; prices and
+/// tiers for the cost cases (`cases/cost.rs`):
+/// - `priced-chat` (input 2, cached input 1, output 8, reasoning 4 USD per million tokens) and
+///   `priced-plain` (input 3, output 6); the cases use them with a provider prefix
+///   (`<case>_<target>/priced-chat`), which the gateway prices as the bare name.
+/// - The default tiers, written out because `tiers` replaces them whole, and per target a
+///   [`fallback_tier`] whose first model always fails (503) and whose second answers. Its
+///   first model is priced, high: an unpriced model is never excluded by a cost budget, and
+///   `auto` looks through every tier's models when nothing else fits.
+pub const GATEWAY_CONFIG: &str = concat!(
+    r#"{"models":[{"id":"mock-model","owned_by":"mock"},{"id":"mock-embedding","owned_by":"mock"}],"#,
+    r#""max_body_bytes":262144,"body_timeout_ms":2000,"upstream_timeout_ms":1500,"stream_idle_timeout_ms":1000,"#,
+    r#""prices":{"priced-chat":{"input":2,"cached_input":1,"output":8,"reasoning":4},"#,
+    r#""priced-plain":{"input":3,"output":6},"#,
+    r#""mock-error-503@tier_fallback_fly":{"input":50,"output":50},"#,
+    r#""mock-error-503@tier_fallback_worker":{"input":50,"output":50}},"#,
+    r#""tiers":{"high-quality":["gpt-4.1","claude-sonnet-4-5"],"#,
+    r#""balanced":["gemini-2.5-flash","claude-sonnet-4-5"],"#,
+    r#""cost-effective":["deepseek-v3.2","gemini-2.5-flash"],"#,
+    r#""ultra-cheap":["deepseek-v3.2"],"#,
+    r#""fallback-fly":["mock-error-503@tier_fallback_fly","tier_fallback_fly/priced-chat"],"#,
+    r#""fallback-worker":["mock-error-503@tier_fallback_worker","tier_fallback_worker/priced-chat"]}}"#
+);
+/// The tier of [`GATEWAY_CONFIG`] for `target`'s tier fallback case (without `tier:`).
+pub fn fallback_tier(target: &str) -> String {
+    format!("fallback-{target}")
+}
+/// The models of [`fallback_tier`]: (the failing first one, the answering second one).
+pub fn fallback_tier_models(target: &str) -> (String, String) {
+    (
+        format!("mock-error-503@tier_fallback_{target}"),
+        format!("tier_fallback_{target}/priced-chat"),
+    )
+}
 pub const MAX_BODY_BYTES: usize = 262_144;
 
 const MOCK_START_TIMEOUT: Duration = Duration::from_secs(30);

@@ -13,6 +13,11 @@
 //! after the targets are ready. They run one at a time per target (they share the fixture's
 //! mocks and upstream state), so their trials come last, the two targets' interleaved, so that
 //! the threads waiting for one fixture leave others for the other fixture.
+//!
+//! Trials of a group are named `<target>::<group>::<case>` (parity: `parity::<group>::<case>`),
+//! so that a group runs alone with the filter `::<group>::`: `regions`, and `cost` (cost
+//! accounting, `auto`/tier selection and the estimate endpoint, `cases/cost.rs`), e.g.
+//! `CONFORMANCE_TARGETS=fly,worker cargo test --test conformance -- ::cost::`.
 
 mod cases;
 mod client;
@@ -132,6 +137,15 @@ fn start(
     }
 }
 
+/// `GROUP::` for a case's group, or nothing.
+fn group_prefix(group: &str) -> String {
+    if group.is_empty() {
+        String::new()
+    } else {
+        format!("{group}::")
+    }
+}
+
 fn main() {
     let mut args = Arguments::from_args();
     if args.test_threads.is_none() {
@@ -170,8 +184,8 @@ fn main() {
         for case in cases::all().into_iter().filter(|c| c.applies_to(target)) {
             let (rt, slot2) = (rt.clone(), slot.clone());
             let regions = case.regions;
-            // `<target>::regions::<case>`: the group can be run alone (filter `::regions::`).
-            let group = if regions { "regions::" } else { "" };
+            // `<target>::<group>::<case>`: a group can be run alone (e.g. filter `::regions::`).
+            let group = group_prefix(case.group);
             let trial = Trial::test(format!("{target}::{group}{}", case.name), move || {
                 run_trial(&rt, &slot2, &case)
             });
@@ -203,7 +217,7 @@ fn main() {
         for case in cases::parity::all() {
             let (rt, fly, worker) = (rt.clone(), slots[fi].1.clone(), slots[wi].1.clone());
             let regions = case.regions;
-            let group = if regions { "regions::" } else { "" };
+            let group = group_prefix(case.group);
             let name = format!("parity::{group}{}", case.name);
             let trial = Trial::test(name, move || run_parity(&rt, &fly, &worker, &case));
             if !args.is_filtered_out(&trial) {

@@ -292,7 +292,7 @@ fn text_bytes(data: &[u8]) -> u64 {
 }
 
 pub(crate) fn memfind(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
+    memchr::memmem::find(hay, needle)
 }
 
 #[cfg(test)]

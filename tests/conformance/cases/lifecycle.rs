@@ -326,7 +326,7 @@ pub async fn worker_writes_one_json_log_line_per_request_without_secrets(ctx: Ar
         "region",
         "method",
         "path",
-        "client",
+        "key_id",
         "model",
         "status",
         "upstream_ms",

@@ -16,6 +16,7 @@ use crate::harness::Regions;
 mod auth;
 mod cache;
 mod chat;
+mod cost;
 mod health;
 mod lifecycle;
 mod limits;
@@ -118,6 +119,10 @@ pub struct Case {
     pub only: Option<&'static str>,
     /// It uses the target's multi-region fixture ([`Ctx::regions`]).
     pub regions: bool,
+    /// The group its trial is named in, `<target>::<group>::<case>` (empty: `<target>::<case>`),
+    /// so that a group can be run alone with the filter `::<group>::`: `regions` for the
+    /// multi-region cases, `cost` for cost accounting and model selection.
+    pub group: &'static str,
 }
 
 impl Case {
@@ -131,11 +136,15 @@ macro_rules! cases {
         cases![$only, false; $($module::$func),*]
     };
     ($only:expr, $regions:expr; $($module:ident :: $func:ident),* $(,)?) => {
+        cases![$only, $regions, if $regions { "regions" } else { "" }; $($module::$func),*]
+    };
+    ($only:expr, $regions:expr, $group:expr; $($module:ident :: $func:ident),* $(,)?) => {
         vec![$(Case {
             name: stringify!($func),
             run: |ctx| Box::pin($module::$func(ctx)),
             only: $only,
             regions: $regions,
+            group: $group,
         }),*]
     };
 }
@@ -207,6 +216,22 @@ pub fn all() -> Vec<Case> {
         cache::cache_embeddings_and_completions_are_cached,
         cache::cache_concurrent_identical_misses_make_one_upstream_call,
     ];
+    // `<target>::cost::<case>`: run the group alone with the filter `::cost::`.
+    all.extend(cases![None, false, "cost";
+        cost::cost_of_a_json_answer_is_usage_times_price_in_header_and_log,
+        cost::unpriced_model_has_no_cost_header_and_logs_unpriced,
+        cost::cache_hit_answers_cost_0_and_logs_saved_usd,
+        cost::server_timing_names_gateway_and_upstream_durations_on_every_response,
+        cost::stream_without_usage_requested_hides_the_usage_chunk_and_logs_its_cost,
+        cost::stream_with_usage_requested_keeps_the_usage_chunk_and_logs_its_cost,
+        cost::stream_cache_hit_replays_the_stream_without_the_usage_chunk,
+        cost::auto_resolves_by_hints_in_rule_order,
+        cost::tier_aliases_resolve_to_their_first_model,
+        cost::cost_budget_nothing_fits_picks_the_cheapest_and_says_over_budget,
+        cost::bad_hints_and_unknown_tier_are_400_naming_the_param,
+        cost::tier_fallback_tries_the_next_model_when_the_first_fails,
+        cost::estimate_answers_the_cost_range_without_calling_upstream,
+    ]);
     all.extend(cases![Some("fly");
         lifecycle::fly_invalid_configuration_exits_2_naming_the_setting,
         lifecycle::fly_invalid_upstream_url_is_reported_without_its_password,

@@ -25,6 +25,8 @@ pub struct ParityCase {
     pub run: fn(Arc<Ctx>, Arc<Ctx>) -> ParityFuture,
     /// It uses both targets' multi-region fixtures.
     pub regions: bool,
+    /// The group in its trial's name (`parity::<group>::<case>`), as for [`super::Case::group`].
+    pub group: &'static str,
 }
 
 const PLATFORM_HEADERS: &[&str] = &[
@@ -53,6 +55,9 @@ fn gateway_headers(r: &Resp, fresh_request_id: bool) -> Vec<String> {
             } else if n.as_str() == "age" {
                 // Seconds since the entry was stored: the same form, not the same instant.
                 "<seconds>".to_string()
+            } else if n.as_str() == "server-timing" {
+                // The same metrics, not the same durations.
+                without_durations(&String::from_utf8_lossy(v.as_bytes()))
             } else {
                 String::from_utf8_lossy(v.as_bytes()).into_owned()
             };
@@ -60,6 +65,19 @@ fn gateway_headers(r: &Resp, fresh_request_id: bool) -> Vec<String> {
         })
         .collect();
     out.sort();
+    out
+}
+
+/// A `server-timing` value with every `dur=N` written `dur=<ms>`.
+fn without_durations(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    let mut rest = value;
+    while let Some(i) = rest.find("dur=") {
+        out.push_str(&rest[..i + 4]);
+        out.push_str("<ms>");
+        rest = rest[i + 4..].trim_start_matches(|c: char| c.is_ascii_digit() || c == '.');
+    }
+    out.push_str(rest);
     out
 }
 
@@ -197,6 +215,55 @@ pub async fn parity_upstream_answers_plain_and_streamed(fly: Arc<Ctx>, worker: A
     .await;
 }
 
+/// Cost accounting and model selection answer alike: the cost and model headers of a priced
+/// answer (cached and reasoning tokens included), a stream whose usage chunk the gateway asked
+/// for and removed, `auto` with hints, a cost budget nothing fits, a bad hint, and an estimate.
+pub async fn parity_cost_selection_and_estimate_answer_alike(fly: Arc<Ctx>, worker: Arc<Ctx>) {
+    let (f, w) = (&*fly, &*worker);
+    let priced = "parity_cost/priced-chat";
+    let details = |c: Call| {
+        c.header("x-mock-cached-tokens", "3")
+            .header("x-mock-reasoning-tokens", "5")
+    };
+    let plain = json!({"model": priced, "temperature": 0.7,
+                       "messages": [{"role": "user", "content": "what does it cost"}]});
+    same(f, w, "priced chat", |c| details(chat(c, &plain))).await;
+    let streamed = json!({"model": priced, "temperature": 0.7, "stream": true,
+                          "messages": [{"role": "user", "content": "a stream without usage"}]});
+    same(f, w, "priced stream without usage", |c| {
+        details(chat(c, &streamed))
+    })
+    .await;
+    let auto = json!({"model": "auto", "max_tokens": 16,
+                      "messages": [{"role": "user", "content": "choose for me"}]});
+    same(f, w, "auto with a task", |c| {
+        chat(c, &auto).header("x-gateway-task", "analysis")
+    })
+    .await;
+    same(f, w, "auto over budget", |c| {
+        chat(c, &auto).header("x-gateway-cost-budget-usd", "0.0000001")
+    })
+    .await;
+    same(f, w, "bad hint", |c| {
+        chat(c, &auto).header("x-gateway-quality", "2")
+    })
+    .await;
+    same(f, w, "unknown tier", |c| {
+        chat(
+            c,
+            &json!({"model": "tier:nope", "messages": [{"role": "user", "content": "x"}]}),
+        )
+    })
+    .await;
+    same(f, w, "estimate", |c| {
+        c.post("/v1/gateway/estimate")
+            .header("x-request-id", "parity-request")
+            .json(&json!({"model": "tier:balanced", "max_tokens": 64,
+                          "messages": [{"role": "user", "content": "estimate me"}]}))
+    })
+    .await;
+}
+
 pub async fn parity_upstream_failures_map_to_the_same_errors(fly: Arc<Ctx>, worker: Arc<Ctx>) {
     let (f, w) = (&*fly, &*worker);
     for (behaviour, temperature) in [
@@ -226,6 +293,9 @@ pub async fn parity_upstream_failures_map_to_the_same_errors(fly: Arc<Ctx>, work
 pub fn all() -> Vec<ParityCase> {
     macro_rules! parity {
         ($regions:expr; $($func:path),* $(,)?) => {
+            parity![$regions, if $regions { "regions" } else { "" }; $($func),*]
+        };
+        ($regions:expr, $group:expr; $($func:path),* $(,)?) => {
             vec![$(ParityCase {
                 name: {
                     let path = stringify!($func);
@@ -236,6 +306,7 @@ pub fn all() -> Vec<ParityCase> {
                 },
                 run: |a, b| Box::pin($func(a, b)),
                 regions: $regions,
+                group: $group,
             }),*]
         };
     }
@@ -244,6 +315,7 @@ pub fn all() -> Vec<ParityCase> {
         parity_upstream_answers_plain_and_streamed,
         parity_upstream_failures_map_to_the_same_errors,
     ];
+    all.extend(parity![false, "cost"; parity_cost_selection_and_estimate_answer_alike]);
     all.extend(parity![true; super::regions::parity_failover_answers_alike]);
     all
 }

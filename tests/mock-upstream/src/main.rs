@@ -22,6 +22,17 @@
 //! | `mock-json-always`       | a JSON answer even when a stream was asked for                    |
 //! | `mock-status-{STATUS}`   | that status (200-999, odd ones included) with a small JSON body   |
 //!
+//! Request headers that shape the answer's `usage` (any model with a normal answer; the JSON
+//! answer's and, with `stream_options.include_usage`, the usage chunk's; embeddings unchanged):
+//!
+//! | header                        | effect                                                     |
+//! |-------------------------------|------------------------------------------------------------|
+//! | `x-mock-cached-tokens: N`     | `usage.prompt_tokens_details: {"cached_tokens": N}`, N capped at `prompt_tokens` |
+//! | `x-mock-reasoning-tokens: N`  | `usage.completion_tokens_details: {"reasoning_tokens": N}`; as OpenAI counts them, the N tokens are inside `completion_tokens` (the visible words + N) and `total_tokens` |
+//!
+//! A value that is not a whole number is ignored (as if the header were absent). Without these
+//! headers `usage` is as before: `prompt_tokens`, `completion_tokens`, `total_tokens` only.
+//!
 //! Streams are OpenAI-shaped SSE, but every content chunk (the first one too) carries
 //! `delta: {"role": "assistant", "content": "<text>"}`; there is no role-only first chunk.
 //! They end with a `finish_reason: "stop"` chunk (`delta: {}`), a usage chunk when
@@ -60,7 +71,14 @@
 //! "__total": t}, "__models": m, "__total": t}`, where `__total` counts every request to the
 //! chat/completions/embeddings endpoints and `__models` every `GET /v1/models` (faulted ones
 //! included), and `total` is the sum of the per-key counts as before (without `__total`).
-//! `POST /__reset` clears the counts and the fault. The `/__*` endpoints need no API key.
+//! `GET /__last` answers with the JSON body of the last chat/completions/completions/embeddings
+//! request received (whatever came of it: faulted, unauthorised and failing ones included; a
+//! body that is not JSON as a JSON string of its text), or `{}` when none came since the start or
+//! the last reset: tests read what the gateway sent upstream. `GET /__last?model=NAME` is the
+//! same for the last request whose `model` was exactly NAME (`@` suffix included), so that
+//! concurrent tests each see their own.
+//! `POST /__reset` clears the counts, the last bodies and the fault. The `/__*` endpoints need no
+//! API key.
 //! Every response carries `x-mock-upstream: NAME`.
 
 mod fault;
@@ -97,6 +115,15 @@ struct Mock {
     fault: Mutex<Option<Fault>>,
     /// `--delay-ms`: a fixed delay for every non-control request.
     delay_ms: u64,
+    /// The last inference request's body (`GET /__last`), and the last one per model name.
+    last: Mutex<LastBodies>,
+}
+
+/// What `GET /__last` shows.
+#[derive(Default)]
+struct LastBodies {
+    any: Option<Value>,
+    by_model: BTreeMap<String, Value>,
 }
 
 #[derive(Debug, PartialEq)]
@@ -274,6 +301,7 @@ impl Mock {
             total: AtomicU64::new(0),
             fault: Mutex::new(None),
             delay_ms,
+            last: Mutex::new(LastBodies::default()),
         }
     }
 
@@ -281,6 +309,37 @@ impl Mock {
         if let Ok(mut c) = self.calls.lock() {
             *c.entry(key.to_string()).or_default() += 1;
         }
+    }
+
+    /// Notes an inference request's body for `GET /__last`.
+    fn remember(&self, body: &[u8], parsed: Option<&Value>) {
+        let shown = match parsed {
+            Some(v) => v.clone(),
+            None => Value::String(String::from_utf8_lossy(body).into_owned()),
+        };
+        if let Ok(mut last) = self.last.lock() {
+            if let Some(model) = parsed.and_then(|v| v.get("model")).and_then(Value::as_str) {
+                last.by_model.insert(model.to_string(), shown.clone());
+            }
+            last.any = Some(shown);
+        }
+    }
+
+    /// `GET /__last` (`query`: the request's query string, if any).
+    fn last_json(&self, query: Option<&str>) -> Value {
+        let model = query.and_then(|q| {
+            q.split('&')
+                .find_map(|pair| pair.strip_prefix("model="))
+                .map(percent_decode)
+        });
+        let Ok(last) = self.last.lock() else {
+            return json!({});
+        };
+        let found = match model {
+            Some(m) => last.by_model.get(&m).cloned(),
+            None => last.any.clone(),
+        };
+        found.unwrap_or_else(|| json!({}))
     }
 
     fn fault(&self) -> Option<Fault> {
@@ -354,8 +413,15 @@ impl Mock {
                     c.clear();
                 }
                 self.total.store(0, Ordering::Relaxed);
+                if let Ok(mut last) = self.last.lock() {
+                    *last = LastBodies::default();
+                }
                 self.set_fault(None);
                 return Ok(json_response(StatusCode::OK, &json!({"reset": true})));
+            }
+            (Method::GET, "/__last") => {
+                let shown = self.last_json(req.uri().query());
+                return Ok(json_response(StatusCode::OK, &shown));
             }
             (Method::GET, "/__fault") => {
                 return Ok(json_response(StatusCode::OK, &self.fault_json()));
@@ -433,6 +499,7 @@ impl Mock {
             .map(|c| c.to_bytes())
             .unwrap_or_default();
         let parsed: Option<Value> = serde_json::from_slice(&bytes).ok();
+        self.remember(&bytes, parsed.as_ref());
         let model = parsed
             .as_ref()
             .and_then(|r| r.get("model"))
@@ -544,9 +611,11 @@ impl Mock {
         } else {
             answer_text(&model, &input)
         };
-        let prompt_tokens = words(&input.to_string());
-        let completion_tokens = words(&text);
-        let usage = json!({"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens});
+        let usage = usage_of(
+            words(&input.to_string()),
+            words(&text),
+            &UsageDetails::from_headers(&parts.headers),
+        );
         let id = format!(
             "{}-mock-{}",
             if kind == "chat" { "chatcmpl" } else { "cmpl" },
@@ -672,6 +741,68 @@ impl Mock {
         );
         Ok(r)
     }
+}
+
+/// What the `x-mock-cached-tokens` / `x-mock-reasoning-tokens` request headers asked for.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+struct UsageDetails {
+    cached_tokens: Option<u64>,
+    reasoning_tokens: Option<u64>,
+}
+
+impl UsageDetails {
+    fn from_headers(headers: &http::HeaderMap) -> UsageDetails {
+        let count = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        };
+        UsageDetails {
+            cached_tokens: count("x-mock-cached-tokens"),
+            reasoning_tokens: count("x-mock-reasoning-tokens"),
+        }
+    }
+}
+
+/// An answer's `usage`: reasoning tokens are counted inside `completion_tokens` and cached ones
+/// inside `prompt_tokens`, as OpenAI does.
+fn usage_of(prompt_tokens: u64, visible_tokens: u64, details: &UsageDetails) -> Value {
+    let completion_tokens = visible_tokens + details.reasoning_tokens.unwrap_or(0);
+    let mut u = json!({"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                       "total_tokens": prompt_tokens + completion_tokens});
+    if let Some(n) = details.cached_tokens {
+        u["prompt_tokens_details"] = json!({"cached_tokens": n.min(prompt_tokens)});
+    }
+    if let Some(n) = details.reasoning_tokens {
+        u["completion_tokens_details"] = json!({"reasoning_tokens": n});
+    }
+    u
+}
+
+/// `%XX` escapes and `+` of a query value decoded (model names are plain, but `@` may come as
+/// `%40`); invalid escapes are kept as they are.
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match b[i] {
+            b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push((h * 16 + l) as u8);
+                    i += 3;
+                    continue;
+                }
+                _ => out.push(b'%'),
+            },
+            b'+' => out.push(b' '),
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Exactly `n` pieces of `text` (none for 0), for a fault's content events.
@@ -847,10 +978,25 @@ mod tests {
     /// One HTTP/1.1 request with `connection: close`; the raw response text, as far as the
     /// server sent it before closing (chunked bodies are left encoded).
     async fn raw(addr: SocketAddr, method: &str, path: &str, body: &str) -> String {
+        raw_with(addr, method, path, &[], body).await
+    }
+
+    /// [`raw`] with extra request headers.
+    async fn raw_with(
+        addr: SocketAddr,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> String {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let extra: String = headers
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}\r\n"))
+            .collect();
         let req = format!(
-            "{method} {path} HTTP/1.1\r\nhost: mock\r\nauthorization: Bearer k\r\n\
+            "{method} {path} HTTP/1.1\r\nhost: mock\r\nauthorization: Bearer k\r\n{extra}\
              content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
             body.len()
         );
@@ -1036,6 +1182,175 @@ mod tests {
         let calls = json_of(&raw(addr, "GET", "/__calls", "").await);
         assert_eq!(calls["__total"], 0);
         assert_eq!(status_of(&raw(addr, "GET", "/v1/models", "").await), 200);
+    }
+
+    #[tokio::test]
+    async fn usage_headers_add_cached_and_reasoning_details() {
+        let addr = start(0).await;
+        // A prompt of a few words (the mock counts whitespace-separated words of the messages).
+        const CHAT: &str = r#"{"model":"gpt-4.1","messages":[{"role":"user","content":"one two three four five"}]}"#;
+        // Without the headers, usage is as it always was.
+        let plain = json_of(&raw(addr, "POST", "/v1/chat/completions", CHAT).await);
+        let u = plain["usage"].as_object().unwrap();
+        assert_eq!(u.len(), 3, "{plain}");
+        let prompt = u["prompt_tokens"].as_u64().unwrap();
+        let visible = u["completion_tokens"].as_u64().unwrap();
+        assert_eq!(u["total_tokens"].as_u64().unwrap(), prompt + visible);
+
+        let headers = [
+            ("x-mock-cached-tokens", "2"),
+            ("x-mock-reasoning-tokens", "7"),
+        ];
+        let v = json_of(&raw_with(addr, "POST", "/v1/chat/completions", &headers, CHAT).await);
+        assert_eq!(
+            v["choices"], plain["choices"],
+            "the visible answer does not change"
+        );
+        let u = &v["usage"];
+        assert_eq!(u["prompt_tokens"], prompt);
+        assert_eq!(u["prompt_tokens_details"], json!({"cached_tokens": 2}));
+        // Reasoning tokens are inside completion_tokens, as OpenAI counts them.
+        assert_eq!(u["completion_tokens"], visible + 7);
+        assert_eq!(
+            u["completion_tokens_details"],
+            json!({"reasoning_tokens": 7})
+        );
+        assert_eq!(u["total_tokens"], prompt + visible + 7);
+
+        // Cached tokens are capped at the prompt; each header works alone; junk is ignored.
+        let v = json_of(
+            &raw_with(
+                addr,
+                "POST",
+                "/v1/chat/completions",
+                &[("x-mock-cached-tokens", "100000")],
+                CHAT,
+            )
+            .await,
+        );
+        assert_eq!(v["usage"]["prompt_tokens_details"]["cached_tokens"], prompt);
+        assert_eq!(v["usage"]["completion_tokens"], visible);
+        assert!(v["usage"].get("completion_tokens_details").is_none(), "{v}");
+        let v = json_of(
+            &raw_with(
+                addr,
+                "POST",
+                "/v1/chat/completions",
+                &[("x-mock-reasoning-tokens", "lots")],
+                CHAT,
+            )
+            .await,
+        );
+        assert_eq!(v["usage"], plain["usage"]);
+
+        // Text completions too.
+        let body = r#"{"model":"m","prompt":"once upon a time"}"#;
+        let v = json_of(
+            &raw_with(
+                addr,
+                "POST",
+                "/v1/completions",
+                &[("x-mock-reasoning-tokens", "3")],
+                body,
+            )
+            .await,
+        );
+        assert_eq!(
+            v["usage"]["completion_tokens_details"]["reasoning_tokens"],
+            3
+        );
+    }
+
+    #[tokio::test]
+    async fn usage_headers_shape_the_usage_chunk_of_streams_that_ask_for_it() {
+        let addr = start(0).await;
+        let headers = [
+            ("x-mock-cached-tokens", "1"),
+            ("x-mock-reasoning-tokens", "4"),
+        ];
+        let with_usage = r#"{"model":"gpt-4.1","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hi there"}]}"#;
+        let (events, done) =
+            events_of(&raw_with(addr, "POST", "/v1/chat/completions", &headers, with_usage).await);
+        assert!(done);
+        let last = events.last().unwrap();
+        assert_eq!(last["choices"], json!([]));
+        let u = &last["usage"];
+        assert_eq!(u["prompt_tokens_details"], json!({"cached_tokens": 1}));
+        assert_eq!(
+            u["completion_tokens_details"],
+            json!({"reasoning_tokens": 4})
+        );
+        let content: String = events
+            .iter()
+            .filter_map(|e| e["choices"][0]["delta"]["content"].as_str())
+            .collect();
+        assert_eq!(u["completion_tokens"], words(&content) + 4);
+        assert_eq!(
+            u["total_tokens"],
+            u["prompt_tokens"].as_u64().unwrap() + u["completion_tokens"].as_u64().unwrap()
+        );
+        // Without include_usage there is no usage chunk, headers or not: the same events as
+        // without the headers.
+        let r = raw_with(addr, "POST", "/v1/chat/completions", &headers, CHAT_STREAM).await;
+        let (events, done) = events_of(&r);
+        assert!(done);
+        assert!(events.iter().all(|e| e.get("usage").is_none()), "{r}");
+        assert_eq!(
+            events_of(&raw(addr, "POST", "/v1/chat/completions", CHAT_STREAM).await),
+            (events, true)
+        );
+    }
+
+    #[tokio::test]
+    async fn last_shows_the_last_request_body_per_model_until_reset() {
+        let addr = start(0).await;
+        assert_eq!(json_of(&raw(addr, "GET", "/__last", "").await), json!({}));
+        raw(addr, "POST", "/v1/chat/completions", CHAT).await;
+        let stream =
+            r#"{"model":"other@x","stream":true,"messages":[{"role":"user","content":"a"}]}"#;
+        raw(addr, "POST", "/v1/chat/completions", stream).await;
+        let last = json_of(&raw(addr, "GET", "/__last", "").await);
+        assert_eq!(last, serde_json::from_str::<Value>(stream).unwrap());
+        let by_model = json_of(&raw(addr, "GET", "/__last?model=gpt-4.1", "").await);
+        assert_eq!(by_model, serde_json::from_str::<Value>(CHAT).unwrap());
+        let escaped = json_of(&raw(addr, "GET", "/__last?model=other%40x", "").await);
+        assert_eq!(escaped["model"], "other@x");
+        assert_eq!(
+            json_of(&raw(addr, "GET", "/__last?model=nobody", "").await),
+            json!({})
+        );
+        // Embeddings count too.
+        let embed = r#"{"model":"e","input":"x"}"#;
+        raw(addr, "POST", "/v1/embeddings", embed).await;
+        assert_eq!(
+            json_of(&raw(addr, "GET", "/__last", "").await)["input"],
+            "x"
+        );
+        // A body that is not JSON is shown as a string.
+        raw(addr, "POST", "/v1/chat/completions", "{nope").await;
+        assert_eq!(
+            json_of(&raw(addr, "GET", "/__last", "").await),
+            json!("{nope")
+        );
+        // Other paths do not replace it; the reset clears it.
+        raw(addr, "GET", "/v1/models", "").await;
+        assert_eq!(
+            json_of(&raw(addr, "GET", "/__last", "").await),
+            json!("{nope")
+        );
+        raw(addr, "POST", "/__reset", "").await;
+        assert_eq!(json_of(&raw(addr, "GET", "/__last", "").await), json!({}));
+        assert_eq!(
+            json_of(&raw(addr, "GET", "/__last?model=gpt-4.1", "").await),
+            json!({})
+        );
+    }
+
+    #[test]
+    fn query_values_are_percent_decoded() {
+        assert_eq!(percent_decode("a%40b+c"), "a@b c");
+        assert_eq!(percent_decode("bad%4"), "bad%4");
+        assert_eq!(percent_decode("%zz"), "%zz");
     }
 
     #[tokio::test]
