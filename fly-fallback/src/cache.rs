@@ -205,6 +205,7 @@ mod tests {
             content_type: "application/json".into(),
             stored_at_ms: now,
             expires_at_ms: now + 60_000,
+            usage: None,
             body: Bytes::from_static(b"{}"),
         })
     }

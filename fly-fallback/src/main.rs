@@ -5,6 +5,7 @@
 mod body;
 mod cache;
 mod clock;
+mod cost_report;
 mod driver;
 mod log_sink;
 mod probes;
@@ -54,6 +55,13 @@ fn parse_bool(name: &str, default: bool) -> bool {
 }
 
 fn main() {
+    // `fly-fallback cost-report ...`: a report from the logs, not the server.
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == "cost-report")
+    {
+        std::process::exit(cost_report::run(std::env::args_os().skip(2)));
+    }
     let settings = match Settings::from_lookup(env) {
         Ok(s) => s,
         Err(e) => fail(&e.setting, &e.message),

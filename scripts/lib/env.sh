@@ -56,8 +56,18 @@ ensure_redis() {
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server >/dev/null
 }
 
+# The cost report's chart test draws text (plotters loads a system font; nothing is downloaded).
+ensure_font() {
+  [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] && return
+  say "installing fonts-dejavu-core from Debian's packages"
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq fonts-dejavu-core >/dev/null
+}
+
 ensure_all() {
   ensure_worker_tools
   ensure_node_modules
   ensure_redis
+  ensure_font
 }
