@@ -129,13 +129,36 @@ pub fn log_dir() -> PathBuf {
     dir
 }
 
-/// A port that was free a moment ago (bind to port 0, read it, release it).
+/// A port that was free a moment ago, below the kernel's ephemeral range.
+///
+/// Port 0 would hand out an ephemeral port, and a target binds its port only after it has
+/// started (the Worker: after `wrangler dev` has built it, tens of seconds later); meanwhile the
+/// suite's own client connections take ephemeral ports as their local ports, and one of them
+/// could take the target's ("Address already in use"). Ports below the range are never given
+/// to outgoing connections; a counter keeps one run from handing out the same port twice.
 pub fn free_port() -> Result<u16, String> {
-    let l =
-        TcpListener::bind("127.0.0.1:0").map_err(|e| format!("cannot bind a free port: {e}"))?;
-    l.local_addr()
-        .map(|a| a.port())
-        .map_err(|e| format!("cannot read a bound port: {e}"))
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let (low, high) = (20_000u32, ephemeral_low().clamp(20_500, 32_768));
+    let span = high - low;
+    let seed = std::process::id().wrapping_mul(2_654_435_761) % span;
+    for _ in 0..span {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = low + (seed + n) % span;
+        if let Ok(l) = TcpListener::bind(("127.0.0.1", port as u16)) {
+            drop(l);
+            return Ok(port as u16);
+        }
+    }
+    Err(format!("no free port between {low} and {high}"))
+}
+
+/// The first port the kernel uses for outgoing connections.
+fn ephemeral_low() -> u32 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768)
 }
 
 struct Managed {
