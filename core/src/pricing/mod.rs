@@ -157,18 +157,22 @@ fn price_of(model: &str, c: &PriceConfig) -> Result<Price, ConfigError> {
         let output = opt("output", t.output, base.output)?;
         // A tier that raises input without naming its cached rate keeps the base discount's
         // rate: providers that price tiers name every rate, and the table says what it means.
-        tiers.push((
-            t.above_prompt_tokens,
-            Rates {
-                input,
-                output,
-                cached_input: opt("cached_input", t.cached_input, base.cached_input)?,
-                cache_write: opt("cache_write", t.cache_write, base.cache_write)?,
-                reasoning: opt("reasoning", t.reasoning, output)?,
-            },
-        ));
+        // Kept ordered by threshold as they are added (no sort code in the Worker's bundle).
+        let at = tiers.partition_point(|(above, _)| *above <= t.above_prompt_tokens);
+        tiers.insert(
+            at,
+            (
+                t.above_prompt_tokens,
+                Rates {
+                    input,
+                    output,
+                    cached_input: opt("cached_input", t.cached_input, base.cached_input)?,
+                    cache_write: opt("cache_write", t.cache_write, base.cache_write)?,
+                    reasoning: opt("reasoning", t.reasoning, output)?,
+                },
+            ),
+        );
     }
-    tiers.sort_by_key(|(above, _)| *above);
     if tiers.windows(2).any(|w| matches!(w, [a, b] if a.0 == b.0)) {
         return Err(ConfigError::new(
             "GATEWAY_CONFIG",

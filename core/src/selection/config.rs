@@ -65,7 +65,7 @@ pub struct WhenConfig {
     /// `x-gateway-quality` is at least this (0 to 1).
     #[serde(default)]
     pub quality_at_least: Option<f64>,
-    /// `x-gateway-task` contains one of these (compared lowercased).
+    /// `x-gateway-task` contains one of these (compared with ASCII letters lowercased).
     #[serde(default)]
     pub task_contains: Option<Vec<String>>,
     /// `x-gateway-latency-budget-ms` is below this.
@@ -327,7 +327,7 @@ fn check_when(at: &str, w: &WhenConfig) -> Result<(Condition, Option<&'static st
             return Err(error(&at, "lists no word"));
         }
         for t in tasks {
-            let t = t.trim().to_lowercase();
+            let t = t.trim().to_ascii_lowercase();
             if t.is_empty() {
                 return Err(error(&at, "a word is empty"));
             }

@@ -91,7 +91,7 @@ fn task(value: &HeaderValue) -> Option<String> {
     let text = String::from_utf8_lossy(value.as_bytes());
     let lowered: String = text
         .trim()
-        .to_lowercase()
+        .to_ascii_lowercase()
         .chars()
         .take(TASK_MAX_CHARS)
         .collect();

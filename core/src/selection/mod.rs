@@ -82,7 +82,7 @@ pub const TIER_PREFIX: &str = "tier:";
 pub struct Hints {
     /// From 0 to 1.
     pub quality: Option<f64>,
-    /// Trimmed, lowercased, at most [`TASK_MAX_CHARS`] characters, never empty.
+    /// Trimmed, ASCII letters lowercased, at most [`TASK_MAX_CHARS`] characters, never empty.
     pub task: Option<String>,
     /// Above 0.
     pub latency_budget_ms: Option<u64>,

@@ -164,12 +164,15 @@ fn choose<'m>(
             return Some((model, chain.to_vec(), false));
         }
     }
-    let mut ranked: Vec<(Money, &str)> = groups
-        .iter()
-        .flatten()
-        .filter_map(|m| Some((cost(m)?, *m)))
-        .collect();
-    ranked.sort_by_key(|(c, _)| *c);
+    // An ordered insert rather than a sort: a handful of models, and no sort code in the
+    // Worker's bundle for it. Inserting after equal costs keeps ties in their order.
+    let mut ranked: Vec<(Money, &str)> = Vec::new();
+    for m in groups.iter().flatten() {
+        if let Some(c) = cost(m) {
+            let at = ranked.partition_point(|(k, _)| *k <= c);
+            ranked.insert(at, (c, *m));
+        }
+    }
     let ((_, model), rest) = ranked.split_first()?;
     Some((model, rest.iter().map(|(_, m)| *m).collect(), true))
 }
