@@ -1,23 +1,34 @@
-//! Client authentication against `GATEWAY_API_KEYS`.
+//! Client authentication against `GATEWAY_API_KEYS` and the `keys` of `GATEWAY_CONFIG`.
 //!
-//! Keys are kept only as SHA-256 digests: a lookup hashes the presented key and compares digests,
-//! so the time taken does not depend on how much of a real key the caller guessed, and the keys
-//! themselves never sit in memory structures that could be logged.
+//! Keys are kept only as SHA-256 digests (`keys` are configured that way): a lookup hashes the
+//! presented key and looks its digest up. Only digests are ever compared, so the time a lookup
+//! takes can at most tell how many leading bytes of SHA-256(guess) match a stored digest, which
+//! says nothing usable about any key (finding a key from its digest is a preimage attack); and
+//! the keys themselves never sit in memory structures that could be logged.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
 use crate::error::GatewayError;
+use crate::limits::KeyPolicy;
 
 /// A client's identity: a short, stable, non-secret id derived from its key (for logs, limits
 /// and cache namespaces).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ClientId(pub String);
 
+/// An authenticated client: its id, and its policy when it is one of `keys`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Client {
+    pub id: ClientId,
+    pub policy: Option<Arc<KeyPolicy>>,
+}
+
 #[derive(Clone)]
 pub struct KeyRing {
-    by_digest: BTreeMap<[u8; 32], ClientId>,
+    by_digest: BTreeMap<[u8; 32], Client>,
 }
 
 impl std::fmt::Debug for KeyRing {
@@ -39,7 +50,7 @@ impl KeyRing {
             }
             let d = digest(key);
             let id = ClientId(format!("key_{}", hex(&d[..6])));
-            by_digest.insert(d, id);
+            by_digest.insert(d, Client { id, policy: None });
         }
         if by_digest.is_empty() {
             return Err("must list at least one key".into());
@@ -47,8 +58,24 @@ impl KeyRing {
         Ok(KeyRing { by_digest })
     }
 
+    /// Adds the validated `keys` of `GATEWAY_CONFIG`. A key also listed in `GATEWAY_API_KEYS`
+    /// takes its configured id and limits.
+    pub fn with_configured(mut self, keys: Vec<crate::limits::ConfiguredKey>) -> KeyRing {
+        for (digest, policy) in keys {
+            let id = ClientId(policy.id.clone());
+            self.by_digest.insert(
+                digest,
+                Client {
+                    id,
+                    policy: Some(policy),
+                },
+            );
+        }
+        self
+    }
+
     /// A ring that accepts no key.
-    pub(crate) fn empty() -> KeyRing {
+    pub fn empty() -> KeyRing {
         KeyRing {
             by_digest: BTreeMap::new(),
         }
@@ -63,7 +90,7 @@ impl KeyRing {
     }
 
     /// Checks an `Authorization` header value.
-    pub fn authenticate(&self, authorization: Option<&str>) -> Result<&ClientId, GatewayError> {
+    pub fn authenticate(&self, authorization: Option<&str>) -> Result<&Client, GatewayError> {
         let value = authorization.ok_or(GatewayError::MissingApiKey)?.trim();
         let (scheme, key) = value.split_once(' ').ok_or(GatewayError::InvalidApiKey)?;
         if !scheme.eq_ignore_ascii_case("bearer") {
@@ -73,10 +100,20 @@ impl KeyRing {
         if key.is_empty() {
             return Err(GatewayError::MissingApiKey);
         }
-        self.by_digest
+        let client = self
+            .by_digest
             .get(&digest(key))
-            .ok_or(GatewayError::InvalidApiKey)
+            .ok_or(GatewayError::InvalidApiKey)?;
+        if client.policy.as_ref().is_some_and(|p| p.disabled) {
+            return Err(GatewayError::DisabledApiKey);
+        }
+        Ok(client)
     }
+}
+
+/// A key's SHA-256 as 64 hex digits: what `keys[].key_sha256` holds.
+pub fn sha256_hex(key: &str) -> String {
+    hex(&digest(key))
 }
 
 pub(crate) fn hex(bytes: &[u8]) -> String {
@@ -103,8 +140,8 @@ mod tests {
     #[test]
     fn distinct_keys_get_distinct_stable_ids() {
         let ring = KeyRing::parse("alpha,beta").unwrap();
-        let a = ring.authenticate(Some("Bearer alpha")).unwrap().clone();
-        let b = ring.authenticate(Some("Bearer beta")).unwrap().clone();
+        let a = ring.authenticate(Some("Bearer alpha")).unwrap().id.clone();
+        let b = ring.authenticate(Some("Bearer beta")).unwrap().id.clone();
         assert_ne!(a, b);
         assert_eq!(
             a,
@@ -112,6 +149,7 @@ mod tests {
                 .unwrap()
                 .authenticate(Some("Bearer alpha"))
                 .unwrap()
+                .id
                 .clone()
         );
         assert!(!a.0.contains("alpha"));

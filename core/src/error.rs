@@ -11,6 +11,12 @@ pub enum ErrorKind {
     InvalidRequest,
     Authentication,
     Api,
+    /// A requests-per-minute limit (OpenAI's `type` for it).
+    Requests,
+    /// A tokens-per-minute limit.
+    Tokens,
+    /// A spend budget.
+    InsufficientQuota,
 }
 
 impl ErrorKind {
@@ -19,6 +25,9 @@ impl ErrorKind {
             ErrorKind::InvalidRequest => "invalid_request_error",
             ErrorKind::Authentication => "authentication_error",
             ErrorKind::Api => "api_error",
+            ErrorKind::Requests => "requests",
+            ErrorKind::Tokens => "tokens",
+            ErrorKind::InsufficientQuota => "insufficient_quota",
         }
     }
 }
@@ -40,8 +49,34 @@ pub enum GatewayError {
     },
     /// No `Authorization: Bearer` header.
     MissingApiKey,
-    /// A bearer key that is not one of `GATEWAY_API_KEYS`.
+    /// A bearer key that is not one of `GATEWAY_API_KEYS` or `keys`.
     InvalidApiKey,
+    /// A configured key marked `disabled`.
+    DisabledApiKey,
+    /// A model (or alias) the key may not use: answered as OpenAI answers a model one has no
+    /// access to.
+    ModelNotAllowed {
+        model: String,
+    },
+    /// A key's requests or tokens per minute are used up.
+    RateLimited {
+        kind: RateLimitKind,
+        key_id: String,
+        limit: u64,
+        used: u64,
+        requested: u64,
+        retry_after_ms: u64,
+    },
+    /// The request's worst-case cost does not fit in what is left of the key's budget.
+    BudgetExceeded {
+        key_id: String,
+        period: &'static str,
+        retry_after_ms: u64,
+    },
+    /// The limiter's store could not be reached and `limits.on_store_error` is `deny`.
+    LimiterUnavailable {
+        retry_after_ms: u64,
+    },
     NotFound {
         method: String,
         path: String,
@@ -88,6 +123,13 @@ pub enum GatewayError {
     /// The gateway cannot serve because a setting is missing or invalid (the Worker reads its
     /// settings per isolate, so it answers this instead of failing to start).
     Misconfigured(ConfigError),
+}
+
+/// Which per-minute limit a request crossed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateLimitKind {
+    Requests,
+    Tokens,
 }
 
 /// A setting that is missing or invalid, found at start-up. Apart from [`GatewayError`]: it is
@@ -187,8 +229,12 @@ impl GatewayError {
             GatewayError::MalformedJson { .. }
             | GatewayError::MissingField { .. }
             | GatewayError::InvalidField { .. } => 400,
-            GatewayError::MissingApiKey | GatewayError::InvalidApiKey => 401,
-            GatewayError::NotFound { .. } => 404,
+            GatewayError::MissingApiKey
+            | GatewayError::InvalidApiKey
+            | GatewayError::DisabledApiKey => 401,
+            GatewayError::NotFound { .. } | GatewayError::ModelNotAllowed { .. } => 404,
+            GatewayError::RateLimited { .. } | GatewayError::BudgetExceeded { .. } => 429,
+            GatewayError::LimiterUnavailable { .. } => 503,
             GatewayError::MethodNotAllowed { .. } => 405,
             GatewayError::RequestTimeout => 408,
             GatewayError::PayloadTooLarge { .. } => 413,
@@ -207,7 +253,16 @@ impl GatewayError {
         // No wildcard: a new error must be placed here on purpose.
         match self {
             // OpenAI itself answers a bad key with `invalid_request_error`; clients match on it.
-            GatewayError::MissingApiKey | GatewayError::InvalidApiKey => ErrorKind::InvalidRequest,
+            GatewayError::MissingApiKey
+            | GatewayError::InvalidApiKey
+            | GatewayError::DisabledApiKey
+            | GatewayError::ModelNotAllowed { .. } => ErrorKind::InvalidRequest,
+            GatewayError::RateLimited { kind, .. } => match kind {
+                RateLimitKind::Requests => ErrorKind::Requests,
+                RateLimitKind::Tokens => ErrorKind::Tokens,
+            },
+            GatewayError::BudgetExceeded { .. } => ErrorKind::InsufficientQuota,
+            GatewayError::LimiterUnavailable { .. } => ErrorKind::Api,
             GatewayError::MalformedJson { .. }
             | GatewayError::MissingField { .. }
             | GatewayError::InvalidField { .. }
@@ -239,6 +294,11 @@ impl GatewayError {
             | GatewayError::InvalidField { .. }
             | GatewayError::MissingApiKey
             | GatewayError::InvalidApiKey
+            | GatewayError::DisabledApiKey
+            | GatewayError::ModelNotAllowed { .. }
+            | GatewayError::RateLimited { .. }
+            | GatewayError::BudgetExceeded { .. }
+            | GatewayError::LimiterUnavailable { .. }
             | GatewayError::NotFound { .. }
             | GatewayError::MethodNotAllowed { .. }
             | GatewayError::RequestTimeout
@@ -260,7 +320,11 @@ impl GatewayError {
             GatewayError::MissingField { .. } => "missing_required_parameter",
             GatewayError::InvalidField { .. } => "invalid_value",
             GatewayError::MissingApiKey => "missing_api_key",
-            GatewayError::InvalidApiKey => "invalid_api_key",
+            GatewayError::InvalidApiKey | GatewayError::DisabledApiKey => "invalid_api_key",
+            GatewayError::ModelNotAllowed { .. } => "model_not_found",
+            GatewayError::RateLimited { .. } => "rate_limit_exceeded",
+            GatewayError::BudgetExceeded { .. } => "insufficient_quota",
+            GatewayError::LimiterUnavailable { .. } => "rate_limiter_unavailable",
             GatewayError::NotFound { .. } => "not_found",
             GatewayError::MethodNotAllowed { .. } => "method_not_allowed",
             GatewayError::RequestTimeout => "request_timeout",
@@ -285,6 +349,10 @@ impl GatewayError {
             GatewayError::MalformedJson { .. }
             | GatewayError::MissingApiKey
             | GatewayError::InvalidApiKey
+            | GatewayError::DisabledApiKey
+            | GatewayError::RateLimited { .. }
+            | GatewayError::BudgetExceeded { .. }
+            | GatewayError::LimiterUnavailable { .. }
             | GatewayError::NotFound { .. }
             | GatewayError::MethodNotAllowed { .. }
             | GatewayError::RequestTimeout
@@ -298,7 +366,9 @@ impl GatewayError {
             | GatewayError::UpstreamStreamStalled { .. }
             | GatewayError::Internal { .. }
             | GatewayError::Misconfigured(_) => None,
-            GatewayError::ModelNotServed { .. } => Some("model"),
+            GatewayError::ModelNotServed { .. } | GatewayError::ModelNotAllowed { .. } => {
+                Some("model")
+            }
         }
     }
 
@@ -313,6 +383,34 @@ impl GatewayError {
             GatewayError::InvalidField { message, .. } => message.clone(),
             GatewayError::MissingApiKey => "You didn't provide an API key. Send it in the Authorization header as 'Bearer YOUR_KEY'.".into(),
             GatewayError::InvalidApiKey => "Incorrect API key provided.".into(),
+            GatewayError::DisabledApiKey => "This API key has been disabled.".into(),
+            GatewayError::ModelNotAllowed { model } => format!(
+                "The model `{}` does not exist or you do not have access to it.",
+                model.chars().take(256).collect::<String>()
+            ),
+            GatewayError::RateLimited {
+                kind,
+                key_id,
+                limit,
+                used,
+                requested,
+                retry_after_ms,
+            } => {
+                let what = match kind {
+                    RateLimitKind::Requests => "requests per min (RPM)",
+                    RateLimitKind::Tokens => "tokens per min (TPM)",
+                };
+                format!(
+                    "Rate limit reached for key '{key_id}' on {what}: Limit {limit}, Used {used}, Requested {requested}. Please try again in {}.",
+                    crate::limits::openai_duration(*retry_after_ms)
+                )
+            }
+            GatewayError::BudgetExceeded { key_id, period, .. } => format!(
+                "You exceeded your current quota: the spend budget of key '{key_id}' for this {period} does not cover this request's maximum cost. Lower max_tokens, or wait for the budget to reset."
+            ),
+            GatewayError::LimiterUnavailable { .. } => {
+                "The gateway's rate limiter is unavailable; please try again shortly.".into()
+            }
             GatewayError::NotFound { method, path } => format!("Invalid URL ({method} {path})"),
             GatewayError::MethodNotAllowed { method, path, allowed } => {
                 format!("Method {method} is not allowed on {path}; use {allowed}.")
@@ -358,9 +456,9 @@ impl GatewayError {
     /// Headers that belong with this error besides `content-type`.
     pub fn extra_headers(&self) -> &'static [(&'static str, &'static str)] {
         match self {
-            GatewayError::MissingApiKey | GatewayError::InvalidApiKey => {
-                &[("www-authenticate", "Bearer")]
-            }
+            GatewayError::MissingApiKey
+            | GatewayError::InvalidApiKey
+            | GatewayError::DisabledApiKey => &[("www-authenticate", "Bearer")],
             GatewayError::MethodNotAllowed { allowed, .. } => match *allowed {
                 "GET" => &[("allow", "GET")],
                 _ => &[("allow", "POST")],
@@ -368,6 +466,10 @@ impl GatewayError {
             GatewayError::MalformedJson { .. }
             | GatewayError::MissingField { .. }
             | GatewayError::InvalidField { .. }
+            | GatewayError::ModelNotAllowed { .. }
+            | GatewayError::RateLimited { .. }
+            | GatewayError::BudgetExceeded { .. }
+            | GatewayError::LimiterUnavailable { .. }
             | GatewayError::NotFound { .. }
             | GatewayError::RequestTimeout
             | GatewayError::PayloadTooLarge { .. }
@@ -382,6 +484,37 @@ impl GatewayError {
             | GatewayError::Internal { .. }
             | GatewayError::Misconfigured(_) => &[],
         }
+    }
+
+    /// The `retry-after` of this error, in whole seconds (rounded up, at least 1).
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        let ms = match self {
+            GatewayError::RateLimited { retry_after_ms, .. }
+            | GatewayError::BudgetExceeded { retry_after_ms, .. }
+            | GatewayError::LimiterUnavailable { retry_after_ms } => *retry_after_ms,
+            GatewayError::MalformedJson { .. }
+            | GatewayError::MissingField { .. }
+            | GatewayError::InvalidField { .. }
+            | GatewayError::MissingApiKey
+            | GatewayError::InvalidApiKey
+            | GatewayError::DisabledApiKey
+            | GatewayError::ModelNotAllowed { .. }
+            | GatewayError::NotFound { .. }
+            | GatewayError::MethodNotAllowed { .. }
+            | GatewayError::RequestTimeout
+            | GatewayError::PayloadTooLarge { .. }
+            | GatewayError::UnsupportedMediaType { .. }
+            | GatewayError::UpstreamUnreachable { .. }
+            | GatewayError::UpstreamInvalidResponse
+            | GatewayError::UpstreamTimeout
+            | GatewayError::UpstreamAuthFailed
+            | GatewayError::ModelNotServed { .. }
+            | GatewayError::UpstreamStreamInterrupted
+            | GatewayError::UpstreamStreamStalled { .. }
+            | GatewayError::Internal { .. }
+            | GatewayError::Misconfigured(_) => return None,
+        };
+        Some(ms.div_ceil(1000).max(1))
     }
 
     /// The OpenAI error body: `{"error":{"message","type","param","code"}}`.

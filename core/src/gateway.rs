@@ -29,6 +29,8 @@ pub struct RequestHead<'a> {
 pub struct Admitted {
     pub route: Route,
     pub client: Option<ClientId>,
+    /// The key's models and limits, when it is one of `keys`.
+    pub policy: Option<std::sync::Arc<crate::limits::KeyPolicy>>,
 }
 
 impl Admitted {
@@ -75,6 +77,8 @@ pub enum Plan {
     Status,
     /// The estimate endpoint (needs the request's hint headers).
     Estimate,
+    /// `GET /v1/gateway/key`: the key's limits and what is left of them (needs the limiter).
+    Key,
 }
 
 /// How an upstream response body travels back to the client.
@@ -170,15 +174,20 @@ impl Gateway {
 
     pub fn admit(&self, head: &RequestHead<'_>) -> Result<Admitted, GatewayError> {
         let route = route::resolve(head.method, head.path)?;
-        let client = if route.requires_auth() {
-            Some(self.settings.keys.authenticate(head.authorization)?.clone())
+        let (client, policy) = if route.requires_auth() {
+            let c = self.settings.keys.authenticate(head.authorization)?;
+            (Some(c.id.clone()), c.policy.clone())
         } else {
-            None
+            (None, None)
         };
         if route.reads_body() {
             check_content_type(head.content_type)?;
         }
-        Ok(Admitted { route, client })
+        Ok(Admitted {
+            route,
+            client,
+            policy,
+        })
     }
 
     /// Rejects a body whose declared length is over the limit before any of it is read.
@@ -217,6 +226,7 @@ impl Gateway {
                 })),
             },
             Route::Status => Ok(Plan::Status),
+            Route::Key => Ok(Plan::Key),
             Route::Estimate => Ok(Plan::Estimate),
             route => {
                 let req = validate::validate(route, body)?;

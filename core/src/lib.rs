@@ -28,6 +28,7 @@ pub mod exchange;
 pub mod gateway;
 pub mod geo;
 pub mod headers;
+pub mod limits;
 pub mod log;
 pub mod pricing;
 pub mod request_id;

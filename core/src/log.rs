@@ -88,6 +88,9 @@ pub struct RequestLog {
     /// For streams: whether it ended with `[DONE]`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stream_complete: Option<bool>,
+    /// The limiter's store failed for this request (`limits.on_store_error` decided).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub limiter_error: bool,
     /// The cache's part: `hit`, `miss` or `bypass` (inference routes only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cache: Option<&'static str>,

@@ -13,6 +13,8 @@ pub enum Route {
     Status,
     /// `POST /v1/gateway/estimate`: the model and cost a request would get, without an upstream.
     Estimate,
+    /// `GET /v1/gateway/key`: the calling key's id, models, limits and what is left of them.
+    Key,
 }
 
 impl Route {
@@ -24,7 +26,7 @@ impl Route {
             Route::ChatCompletions => "/chat/completions",
             Route::Completions => "/completions",
             Route::Embeddings => "/embeddings",
-            Route::Status | Route::Estimate => "",
+            Route::Status | Route::Estimate | Route::Key => "",
         }
     }
 
@@ -69,6 +71,7 @@ pub fn resolve(method: &str, path: &str) -> Result<Route, GatewayError> {
         "/v1/embeddings" => Route::Embeddings,
         "/v1/gateway/status" => Route::Status,
         "/v1/gateway/estimate" => Route::Estimate,
+        "/v1/gateway/key" => Route::Key,
         _ => {
             return Err(GatewayError::NotFound {
                 method: method.to_string(),

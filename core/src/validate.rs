@@ -141,7 +141,7 @@ pub fn validate(route: Route, bytes: &[u8]) -> Result<InferenceRequest, GatewayE
                 ))
             }
         },
-        Route::Health | Route::Models | Route::Status | Route::Estimate => {}
+        Route::Health | Route::Models | Route::Status | Route::Estimate | Route::Key => {}
     }
 
     Ok(InferenceRequest {

@@ -92,7 +92,7 @@ async fn drain(mut body: Incoming) {
 /// An exchange whose response has not begun; finished if dropped so.
 struct Unfinished<'a> {
     ex: Option<Exchange>,
-    shared: &'a Shared,
+    shared: &'a Arc<Shared>,
 }
 
 impl Drop for Unfinished<'_> {
@@ -104,12 +104,19 @@ impl Drop for Unfinished<'_> {
 }
 
 /// Ends an exchange and writes its log line.
-pub fn finish(ex: &mut Exchange, shared: &Shared) {
+pub fn finish(ex: &mut Exchange, shared: &Arc<Shared>) {
     let now = clock::now();
     if let Some(log) = shared.with(|r| ex.finish(now, r)) {
         let mut line = log.to_line();
         line.push('\n');
         crate::log_sink::write(line);
+    }
+    if let Some(call) = ex.take_settlement() {
+        // The settlement must not wait for (or be lost with) the client: it runs on its own.
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let _ = shared.limiter.apply(&call).await;
+        });
     }
 }
 
@@ -246,6 +253,12 @@ impl Driver {
                         None => None,
                     };
                     ex.on_lookup(found, clock::now());
+                }
+                Action::Limit(call) => {
+                    match until(ex.poll_timeout(), self.shared.limiter.apply(&call)).await {
+                        Some(reply) => ex.on_limit(reply, clock::now()),
+                        None => self.timeout(ex),
+                    }
                 }
                 Action::AwaitFlight => {
                     match until(ex.poll_timeout(), self.shared.woken_since(seen)).await {

@@ -7,6 +7,7 @@ mod cache;
 mod clock;
 mod cost_report;
 mod driver;
+mod limiter;
 mod log_sink;
 mod probes;
 mod server;

@@ -14,6 +14,8 @@ pub struct Shared {
     /// Bumped before every wake-up, so a request that checked its flight just before a wake-up
     /// sees it happened and does not sleep through it.
     generation: AtomicU64,
+    /// The store of the keys' limits.
+    pub limiter: crate::limiter::Limiter,
 }
 
 impl Shared {

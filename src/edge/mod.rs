@@ -8,6 +8,7 @@ mod body;
 mod clock;
 mod http;
 mod kv_cache;
+mod limiter;
 mod location;
 mod probes;
 mod settings;
@@ -191,6 +192,7 @@ async fn run(
                 let found = kv_cache::get(env, &key, shared).await;
                 ex.on_lookup(found, clock::now());
             }
+            Action::Limit(call) => ex.on_limit(limiter::apply(&call), clock::now()),
             Action::AwaitFlight => {
                 match until(ex.poll_timeout(), shared::woken_since(seen)).await {
                     Some(()) => ex.on_wakeup(clock::now()),
@@ -402,6 +404,9 @@ fn internal_error() -> Response {
 fn finish(ex: &mut Exchange) {
     if let Some(log) = shared::with(|r| ex.finish(clock::now(), r)) {
         write_log(&log);
+    }
+    if let Some(call) = ex.take_settlement() {
+        let _ = limiter::apply(&call);
     }
 }
 

@@ -149,7 +149,7 @@ pub fn check_request(
     match route {
         Route::Embeddings => return Ok(()),
         Route::ChatCompletions | Route::Completions => {}
-        Route::Health | Route::Models | Route::Status | Route::Estimate => {
+        Route::Health | Route::Models | Route::Status | Route::Estimate | Route::Key => {
             return Err(BypassReason::Route)
         }
     }

@@ -16,6 +16,7 @@ pub use upstreams::{
 use crate::auth::KeyRing;
 use crate::cache::CacheSettings;
 use crate::error::ConfigError;
+use crate::limits::{validate_keys, KeyConfig, LimitSettings, LimitsConfig};
 use crate::pricing::{PriceConfig, PriceTable};
 use crate::selection::{SelectionConfig, Selector, TiersConfig};
 
@@ -105,6 +106,12 @@ pub struct GatewayConfig {
     /// The rules of `auto` (see [`crate::selection`]).
     #[serde(default)]
     pub selection: SelectionConfig,
+    /// Client keys with ids, allowed models and limits (see [`crate::limits`]).
+    #[serde(default)]
+    pub keys: Vec<KeyConfig>,
+    /// How limits are enforced.
+    #[serde(default)]
+    pub limits: LimitsConfig,
 }
 
 /// `"cache"` in `GATEWAY_CONFIG`. Every field is optional.
@@ -216,6 +223,7 @@ pub struct Settings {
     pub cache: CacheSettings,
     pub prices: PriceTable,
     pub selector: Selector,
+    pub limits: LimitSettings,
 }
 
 fn config_error(setting: &str, message: impl Into<String>) -> ConfigError {
@@ -242,6 +250,7 @@ impl Settings {
             cache: CacheSettings::default(),
             prices: PriceTable::default(),
             selector: Selector::default(),
+            limits: LimitSettings::default(),
         }
     }
 
@@ -258,20 +267,26 @@ impl Settings {
     ) -> Result<Settings, ConfigError> {
         let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
 
-        let keys_raw = get(names::GATEWAY_API_KEYS).ok_or_else(|| {
-            config_error(
-                names::GATEWAY_API_KEYS,
-                "is required: a comma-separated list of the client keys allowed to call the gateway",
-            )
-        })?;
-        let keys =
-            KeyRing::parse(&keys_raw).map_err(|m| config_error(names::GATEWAY_API_KEYS, m))?;
-
         let config = match get(names::GATEWAY_CONFIG) {
             Some(raw) => GatewayConfig::parse(&raw)?,
             None => GatewayConfig::default(),
         };
         config.validate()?;
+        let limits = LimitSettings::from_config(&config.limits)?;
+        let configured = validate_keys(&config.keys, &limits)?;
+        let keys = match get(names::GATEWAY_API_KEYS) {
+            Some(raw) => {
+                KeyRing::parse(&raw).map_err(|m| config_error(names::GATEWAY_API_KEYS, m))?
+            }
+            None if configured.is_empty() => {
+                return Err(config_error(
+                    names::GATEWAY_API_KEYS,
+                    "is required unless GATEWAY_CONFIG lists keys: a comma-separated list of the client keys allowed to call the gateway",
+                ))
+            }
+            None => KeyRing::empty(),
+        }
+        .with_configured(configured);
         let upstreams = match &config.upstreams {
             Some(list) => {
                 if get(names::UPSTREAM_BASE_URL).is_some() {
@@ -326,6 +341,7 @@ impl Settings {
             cache,
             prices: PriceTable::with_overrides(&config.prices)?,
             selector: Selector::from_config(config.tiers.as_ref(), &config.selection)?,
+            limits,
         })
     }
 }

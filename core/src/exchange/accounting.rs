@@ -38,10 +38,15 @@ impl Exchange {
         if settings.selector.is_selection(&requested) {
             let hints = Hints::from_headers(&self.headers)?;
             let estimate = estimate_tokens(request, settings.selector.default_max_output_tokens());
-            let choice =
-                settings
-                    .selector
-                    .select(&settings.prices, &requested, &hints, &estimate)?;
+            let policy = self.limits.policy.clone();
+            let allowed = |m: &str| policy.as_ref().is_none_or(|p| p.models.allows_model(m));
+            let choice = settings.selector.select(
+                &settings.prices,
+                &requested,
+                &hints,
+                &estimate,
+                &allowed,
+            )?;
             request.insert(
                 "model".into(),
                 serde_json::Value::String(choice.model.clone()),

@@ -69,6 +69,7 @@ impl Exchange {
                     store_on_end: false,
                 });
             }
+            Plan::Key => self.key_info(),
             Plan::Status => {
                 let status =
                     router.status(self.gw.settings(), self.gw.runtime(), now.instant, now.unix);
@@ -124,6 +125,10 @@ impl Exchange {
                 if let Err(e) = self.choose_model(route, &mut forward) {
                     return self.fail(e);
                 }
+                let requested = self.log.requested_model.clone().unwrap_or_default();
+                if let Err(e) = self.limit_demand(&requested, &forward) {
+                    return self.fail(e);
+                }
                 if admitted.route.has_body() {
                     let first = if self.gw.settings().routing.cache_per_region {
                         let req = crate::router::OrderRequest {
@@ -158,7 +163,7 @@ impl Exchange {
                 self.step = if self.lookup.is_some() {
                     Step::Lookup
                 } else {
-                    Step::Send
+                    Step::Limit(None)
                 };
             }
         }
@@ -313,6 +318,7 @@ impl Exchange {
             ResponseBody::Driven => {}
         }
         self.timing_header(&mut response.headers, now);
+        self.rate_headers(&mut response.headers);
         // The client's request is no longer needed for another attempt.
         self.body = Bytes::new();
         self.forward_headers = None;

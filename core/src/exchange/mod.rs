@@ -11,6 +11,10 @@
 //!         Action::ReadBody { limit }          => race(read client body, ex.poll_timeout())
 //!                                                -> ex.on_body / ex.on_body_error / ex.handle_timeout
 //!         Action::Lookup { key, shared }      => ex.on_lookup(stored entry or None, now)
+//!         Action::Limit(call)                 => race(apply call.op to the limiter store's
+//!                                                object call.object, ex.poll_timeout())
+//!                                                -> ex.on_limit(Ok(reply) / Err(()), now)
+//!                                                   / ex.handle_timeout
 //!         Action::AwaitFlight                 => race(router wake-up, ex.poll_timeout())
 //!                                                -> ex.on_wakeup / ex.handle_timeout
 //!         Action::Send(attempt)               => drop any call in progress; start this one and
@@ -40,13 +44,15 @@
 //! // A relayed body: hand each chunk to the client, then ex.on_chunk(&chunk, now) (observation
 //! // never holds a chunk back); at its end ex.on_end(..) gives a tail to send, a store to make,
 //! // or an abort. When the response is over (or the client is gone): ex.finish(now, &mut router)
-//! // gives the log record, once.
+//! // gives the log record, once; then ex.take_settlement() gives a limiter call to make in the
+//! // background (the correction of the key's reservation to the actual usage), if any.
 //! ```
 //! Every branch the runtime takes is IO; none is a decision.
 
 mod accounting;
 mod attempts;
 mod decide;
+mod limit;
 mod relay;
 mod response;
 
@@ -54,6 +60,8 @@ mod response;
 mod cost_tests;
 #[cfg(test)]
 mod failover_tests;
+#[cfg(test)]
+mod limit_tests;
 #[cfg(test)]
 mod tests;
 
@@ -69,6 +77,7 @@ use crate::error::{ConfigError, GatewayError, TransportError};
 use crate::gateway::{Admitted, Forward, Gateway, RequestHead, ResponseMode};
 use crate::geo::ClientLocation;
 use crate::headers;
+use crate::limits::LimitCall;
 use crate::log::AttemptLog;
 use crate::log::{format_time, RequestLog};
 use crate::request_id;
@@ -181,6 +190,9 @@ pub enum Action {
     ReadBody { limit: u64 },
     /// Look `key` up: the in-process cache, and the shared store when `shared`.
     Lookup { key: CacheKey, shared: bool },
+    /// Apply `call.op` atomically to the limiter store's object `call.object`, then report the
+    /// reply with [`Exchange::on_limit`] (`Err(())` when the store failed).
+    Limit(LimitCall),
     /// Wait for [`Router::take_wakeup`] (another request's answer) or [`Exchange::poll_timeout`].
     AwaitFlight,
     /// Call an upstream (dropping any call still in progress).
@@ -223,6 +235,8 @@ enum Timer {
     Backoff,
     /// Silence between two chunks of a driven stream.
     Idle,
+    /// The limiter's store.
+    Limit,
 }
 
 /// A stream's events before the first one with content are held back (an error or a cut before
@@ -236,6 +250,9 @@ enum Step {
     Plan,
     Lookup,
     AwaitLookup,
+    /// Reserve in the key's limits; with the cache entry that answers, for a hit.
+    Limit(Option<Arc<CacheEntry>>),
+    AwaitLimit(Option<Arc<CacheEntry>>),
     Join,
     AwaitFlight,
     CheckFlight,
@@ -351,6 +368,8 @@ pub struct Exchange {
     /// Time spent waiting on upstreams so far, and since when it is being spent now.
     upstream_busy: Duration,
     busy_since: Option<Instant>,
+    /// The key's limits: what is being reserved, what was, and the headers it gives.
+    limits: limit::Limits,
 }
 
 impl std::fmt::Debug for Exchange {
@@ -379,6 +398,7 @@ impl Exchange {
             Err(e) => ex.fail(e),
             Ok(a) => {
                 ex.log.key_id = a.client.as_ref().map(|c| c.0.clone());
+                ex.limits.policy = a.policy.clone();
                 let reads_body = a.reads_body();
                 ex.admitted = Some(a);
                 if reads_body {
@@ -483,6 +503,7 @@ impl Exchange {
             prompt_estimate: 0,
             upstream_busy: Duration::ZERO,
             busy_since: None,
+            limits: limit::Limits::default(),
         }
     }
 
@@ -499,6 +520,7 @@ impl Exchange {
         if std::mem::take(&mut self.commit_due) {
             let mut response = self.commit(now);
             self.timing_header(&mut response.headers, now);
+            self.rate_headers(&mut response.headers);
             return Action::Respond(response);
         }
         loop {
@@ -525,8 +547,13 @@ impl Exchange {
                     }
                     // `no-cache`: no lookup and no waiting on others; the answer refreshes the
                     // entry.
-                    _ => self.step = Step::Send,
+                    _ => self.step = Step::Limit(None),
                 },
+                Step::Limit(hit) => {
+                    if let Some(call) = self.limit_call(hit, now) {
+                        return Action::Limit(call);
+                    }
+                }
                 Step::Join => self.join(now, router),
                 Step::CheckFlight => self.check_flight(now, router),
                 Step::AwaitFlight => {
@@ -583,6 +610,7 @@ impl Exchange {
                 // Answer rather than hang.
                 step @ (Step::AwaitBody
                 | Step::AwaitLookup
+                | Step::AwaitLimit(_)
                 | Step::AwaitUpstreamBody
                 | Step::Relaying
                 | Step::Done) => {
@@ -667,6 +695,7 @@ impl Exchange {
                 );
             }
             (Timer::Backoff, Step::Backoff) => self.step = Step::Send,
+            (Timer::Limit, Step::AwaitLimit(_)) => self.on_limit(Err(()), now),
             (Timer::Idle, Step::AwaitChunk) => self.driven_stalled(now, router),
             _ => {}
         }
@@ -705,7 +734,7 @@ impl Exchange {
             return;
         }
         let Some(lookup) = &self.lookup else {
-            self.step = Step::Send;
+            self.step = Step::Limit(None);
             return;
         };
         let entry = match found {
@@ -715,10 +744,8 @@ impl Exchange {
             }
             None => None,
         };
-        match entry {
-            Some(e) => self.hit(&e, now),
-            None => self.step = Step::Join,
-        }
+        // The key's limits come after the lookup: a hit counts against requests only.
+        self.step = Step::Limit(entry);
     }
 
     /// The router woke parked requests: re-check the flight.

@@ -207,6 +207,7 @@ impl Exchange {
             let sse = self.relay.as_mut().and_then(|r| r.sse.take());
             self.account_stream(sse.as_ref());
         }
+        self.settle_limits(now);
         self.log_overhead(now);
         self.log.total_ms = millis_f64(now.instant.since(self.started));
         self.log.cache = self.cache_status.map(CacheStatus::log_value);

@@ -142,6 +142,11 @@ pub(super) struct Sim {
     ended: Option<bool>,
     /// The upstream scripts a driven response goes on with.
     pub(super) driven_ups: Vec<Up>,
+    /// The limiter's store, shared by every exchange of the simulation.
+    pub(super) limiter: crate::limits::MemoryCounters,
+    /// The limiter's store fails (Some(ms): after that long; None: it answers at once).
+    pub(super) limiter_down: Option<u64>,
+    pub(super) limit_calls: Vec<crate::limits::LimitCall>,
 }
 
 impl Sim {
@@ -159,6 +164,9 @@ impl Sim {
             emitted: Vec::new(),
             ended: None,
             driven_ups: Vec::new(),
+            limiter: crate::limits::MemoryCounters::new(),
+            limiter_down: None,
+            limit_calls: Vec::new(),
         }
     }
 
@@ -315,6 +323,20 @@ impl Sim {
                 self.shared_lookups.push(shared);
                 let found = self.store.get(&key).cloned().map(Found::Entry);
                 ex.on_lookup(found, self.now());
+            }
+            Action::Limit(call) => {
+                self.limit_calls.push(call.clone());
+                match self.limiter_down {
+                    Some(ms) => {
+                        if self.wait(ex, ms) {
+                            ex.on_limit(Err(()), self.now());
+                        }
+                    }
+                    None => {
+                        let reply = self.limiter.apply(&call.op, self.now().unix.as_millis());
+                        ex.on_limit(Ok(reply), self.now());
+                    }
+                }
             }
             Action::AwaitFlight => {
                 // Nobody else runs in a single-exchange simulation: the wait times out.
@@ -517,6 +539,10 @@ impl Sim {
             ex.finish(now, &mut self.router).is_none(),
             "the log record comes once"
         );
+        if let Some(call) = ex.take_settlement() {
+            self.limit_calls.push(call.clone());
+            self.limiter.apply(&call.op, now.unix.as_millis());
+        }
         out
     }
 

@@ -248,7 +248,7 @@ pub(super) fn estimate_answer(
     let estimate = tokens(&body, selector.default_max_output_tokens())?;
 
     let choice = if selector.is_selection(requested) {
-        Some(selector.select(prices, requested, &hints, &estimate)?)
+        Some(selector.select(prices, requested, &hints, &estimate, &|_| true)?)
     } else {
         None
     };

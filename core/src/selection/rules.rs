@@ -51,12 +51,16 @@ impl Selector {
     ///
     /// A concrete model is answered as itself (reason `requested`, no chain), with
     /// `over_budget` set when its estimate is above the cost budget.
+    ///
+    /// Only models `allowed` accepts are candidates (a key's `models`); none left is a 404
+    /// `model_not_found`, as for a model the key may not use.
     pub fn select(
         &self,
         prices: &PriceTable,
         requested: &str,
         hints: &Hints,
         estimate: &TokenEstimate,
+        allowed: &dyn Fn(&str) -> bool,
     ) -> Result<Choice, GatewayError> {
         let cost = |model: &str| {
             prices.get(model).map(|p| {
@@ -86,6 +90,16 @@ impl Selector {
         } else {
             (vec![vec![requested]], "requested".to_string())
         };
+        let groups: Vec<Vec<&str>> = groups
+            .into_iter()
+            .map(|g| g.into_iter().filter(|m| allowed(m)).collect::<Vec<_>>())
+            .filter(|g| !g.is_empty())
+            .collect();
+        if groups.is_empty() {
+            return Err(GatewayError::ModelNotAllowed {
+                model: requested.chars().take(QUOTE_MAX_CHARS).collect(),
+            });
+        }
         let (model, chain, over_budget) =
             choose(&groups, hints.cost_budget, cost).ok_or_else(|| GatewayError::Internal {
                 message: format!("the selection {requested:?} has no candidate model"),

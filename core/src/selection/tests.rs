@@ -39,6 +39,7 @@ fn select_with(selector: &Selector, requested: &str, pairs: &[(&str, &str)]) -> 
             requested,
             &hints(pairs),
             &TOKENS_1000_500,
+            &|_| true,
         )
         .unwrap()
 }
@@ -246,6 +247,7 @@ fn an_unknown_tier_is_a_400_on_model_listing_the_configured_tiers() {
             "tier:nope",
             &Hints::default(),
             &TOKENS_1000_500,
+            &|_| true,
         )
         .unwrap_err();
     assert_eq!(e.status(), 400);
@@ -266,6 +268,7 @@ fn an_empty_tier_name_is_an_unknown_tier() {
             "tier:",
             &Hints::default(),
             &TOKENS_1000_500,
+            &|_| true,
         )
         .unwrap_err();
     assert_eq!(invalid_param(e).0, "model");
@@ -580,12 +583,12 @@ fn the_budget_compares_prompt_plus_maximum_output() {
     };
     let p = PriceTable::builtin();
     assert!(
-        !s.select(&p, "gpt-4.1", &h, &prompt_only)
+        !s.select(&p, "gpt-4.1", &h, &prompt_only, &|_| true)
             .unwrap()
             .over_budget
     );
     assert!(
-        s.select(&p, "gpt-4.1", &h, &TOKENS_1000_500)
+        s.select(&p, "gpt-4.1", &h, &TOKENS_1000_500, &|_| true)
             .unwrap()
             .over_budget
     );
@@ -699,6 +702,7 @@ fn configured_tiers_replace_the_default_tiers() {
             "tier:balanced",
             &Hints::default(),
             &TOKENS_1000_500,
+            &|_| true,
         )
         .unwrap_err();
     let (_, message) = invalid_param(e);
@@ -734,6 +738,7 @@ fn no_tiers_at_all_is_allowed_and_every_tier_is_unknown() {
             "tier:balanced",
             &Hints::default(),
             &TOKENS_1000_500,
+            &|_| true,
         )
         .unwrap_err();
     assert!(invalid_param(e).1.contains("No tier is configured"));
