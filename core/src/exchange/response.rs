@@ -64,6 +64,9 @@ impl Response {
                 HeaderValue::from_static(value),
             );
         }
+        if let Some(secs) = err.retry_after_secs() {
+            headers.insert(http::header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         if !request_id.is_empty() {
             headers.insert(headers::REQUEST_ID, request_id.clone());
         }

@@ -217,12 +217,18 @@ pub fn reserve(
         let key = counter(&object, "r", minute);
         push(&mut pending, Dim::Requests, vec![key], limit, 1, window_ttl);
     }
-    if let (Some(tpm), false) = (policy.tpm, demand.hit) {
+    if let Some(tpm) = policy.tpm {
         let limit = to_count(share(tpm, policy.shards));
-        // More than the whole limit can never pass: asking for limit + 1 refuses it cleanly.
-        let add = to_count(demand.tokens).min(limit.saturating_add(1)).max(1);
         let key = counter(&object, "t", minute);
-        pending.tokens_key = Some(key.clone());
+        let add = if demand.hit {
+            // A hit reserves no tokens; the check only reads what is left, for the headers.
+            0
+        } else {
+            pending.tokens_key = Some(key.clone());
+            // More than the whole limit can never pass: asking for limit + 1 refuses it
+            // cleanly.
+            to_count(demand.tokens).min(limit.saturating_add(1)).max(1)
+        };
         push(&mut pending, Dim::Tokens, vec![key], limit, add, window_ttl);
     }
     if let (Some(budget), false) = (policy.budget, demand.hit) {
