@@ -55,6 +55,62 @@ fn parse_bool(name: &str, default: bool) -> bool {
     }
 }
 
+const HASH_KEY_USAGE: &str = "\
+Usage: fly-fallback hash-key < keyfile
+       printf %s \"$KEY\" | fly-fallback hash-key
+
+Reads a client key from standard input (its first line, without the line ending) and prints
+its SHA-256 as 64 lowercase hex digits: the `key_sha256` of the key's entry in the `keys` of
+GATEWAY_CONFIG. The key itself is never printed or stored.
+
+Exit status: 0 printed, 2 no key, or a key with spaces or control characters (or bad arguments).
+";
+
+/// `fly-fallback hash-key`: returns the exit status.
+fn hash_key(mut args: impl Iterator<Item = std::ffi::OsString>) -> i32 {
+    use std::io::BufRead;
+    const NAME: &str = "fly-fallback hash-key";
+    match args.next() {
+        None => {}
+        Some(a) if a == "--help" || a == "-h" => {
+            print!("{HASH_KEY_USAGE}");
+            return 0;
+        }
+        Some(_) => {
+            // Not echoed: it may be the key, given where it does not belong.
+            eprintln!(
+                "{NAME}: unexpected argument: the key is read from standard input, never from \
+                 the command line\n(see {NAME} --help)"
+            );
+            return 2;
+        }
+    }
+    let mut line = Vec::new();
+    if let Err(e) = std::io::stdin().lock().read_until(b'\n', &mut line) {
+        eprintln!("{NAME}: cannot read standard input: {e}");
+        return 2;
+    }
+    let line = line.strip_suffix(b"\n").unwrap_or(&line);
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let refuse = |why: &str| {
+        eprintln!("{NAME}: {why}\n(see {NAME} --help)");
+        2
+    };
+    let Ok(key) = std::str::from_utf8(line) else {
+        return refuse("the key is not UTF-8 text");
+    };
+    if key.is_empty() {
+        return refuse("no key on standard input (its first line is empty)");
+    }
+    if key.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return refuse(
+            "the key contains spaces or control characters (was it quoted or pasted with them?)",
+        );
+    }
+    println!("{}", gateway_core::auth::sha256_hex(key));
+    0
+}
+
 fn main() {
     // `fly-fallback cost-report ...`: a report from the logs, not the server.
     if std::env::args_os()
@@ -62,6 +118,10 @@ fn main() {
         .is_some_and(|a| a == "cost-report")
     {
         std::process::exit(cost_report::run(std::env::args_os().skip(2)));
+    }
+    // `fly-fallback hash-key < keyfile`: a key's `key_sha256`, not the server.
+    if std::env::args_os().nth(1).is_some_and(|a| a == "hash-key") {
+        std::process::exit(hash_key(std::env::args_os().skip(2)));
     }
     let settings = match Settings::from_lookup(env) {
         Ok(s) => s,

@@ -39,7 +39,8 @@ pub async fn serve(
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-    let shared = Arc::new(Shared::default());
+    let limiter = crate::limiter::Limiter::from_env(&gateway.settings().limits);
+    let shared = Arc::new(Shared::with_limiter(limiter));
     crate::probes::spawn(gateway.clone(), shared.clone());
     let driver = Arc::new(Driver::new(gateway, shared));
     eprintln!(

@@ -19,6 +19,14 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// Shared state whose keys' limits are counted in `limiter`.
+    pub fn with_limiter(limiter: crate::limiter::Limiter) -> Shared {
+        Shared {
+            limiter,
+            ..Shared::default()
+        }
+    }
+
     /// Runs `f` with the router (briefly: no IO inside), then wakes parked requests if the
     /// router says so.
     pub fn with<R>(&self, f: impl FnOnce(&mut Router) -> R) -> R {

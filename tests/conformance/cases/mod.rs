@@ -20,6 +20,7 @@ mod cost;
 mod health;
 mod lifecycle;
 mod limits;
+mod limits_shared;
 pub mod parity;
 pub(crate) mod regions;
 mod robustness;
@@ -242,6 +243,10 @@ pub fn all() -> Vec<Case> {
         lifecycle::fly_serves_at_most_max_connections_at_once,
         cache::cache_redis_is_shared_between_fly_machines,
         cache::cache_failing_redis_still_answers_as_miss,
+    ]);
+    // `fly::keys::<case>`: keys' limits shared by machines through Redis.
+    all.extend(cases![Some("fly"), false, "keys";
+        limits_shared::limits_shared_rpm_holds_across_fly_machines_through_redis,
     ]);
     all.extend(cases![Some("worker");
         lifecycle::worker_invalid_configuration_answers_500_naming_the_setting,
