@@ -22,6 +22,7 @@ use bytes::Bytes;
 use futures_channel::mpsc;
 use futures_util::future::{select, Either};
 use futures_util::StreamExt;
+use gateway_core::limits::LimitCall;
 use gateway_core::log::RequestLog;
 use gateway_core::time::Instant;
 use gateway_core::{
@@ -109,12 +110,12 @@ struct Origin<'a> {
 
 /// An exchange whose response has not begun; finished if dropped so (the platform cancelled
 /// the request).
-struct Unfinished(Option<Exchange>);
+struct Unfinished<'a>(Option<Exchange>, &'a Context, &'a Env);
 
-impl Drop for Unfinished {
+impl Drop for Unfinished<'_> {
     fn drop(&mut self) {
         if let Some(ex) = self.0.as_mut() {
-            finish(ex);
+            finish_later(ex, self.1, self.2);
         }
     }
 }
@@ -129,7 +130,7 @@ async fn drive(
     probes::refresh(env, ctx);
     let mut io = Io::default();
     let origin = Origin { req, declared, ctx };
-    let mut guard = Unfinished(Some(ex));
+    let mut guard = Unfinished(Some(ex), ctx, env);
     let exit = match guard.0.as_mut() {
         Some(ex) => run(ex, &mut io, Some(&origin), env, None).await,
         None => Exit::Ended,
@@ -153,7 +154,10 @@ async fn drive(
                 let err = worker::Error::RustError("a second response head".into());
                 let _ = send_to(&mut tx, Err(err)).await;
             }
-            finish(&mut ex);
+            if let Some(call) = finish(&mut ex) {
+                // Before the body ends: the response keeps this task alive until then.
+                let _ = limiter::apply(&env, &call).await;
+            }
         });
         return match Response::from_stream(rx) {
             Ok(r) => r.with_status(status).with_headers(headers),
@@ -192,7 +196,11 @@ async fn run(
                 let found = kv_cache::get(env, &key, shared).await;
                 ex.on_lookup(found, clock::now());
             }
-            Action::Limit(call) => ex.on_limit(limiter::apply(&call), clock::now()),
+            Action::Limit(call) => match until(ex.poll_timeout(), limiter::apply(env, &call)).await
+            {
+                Some(reply) => ex.on_limit(reply, clock::now()),
+                None => timeout(ex),
+            },
             Action::AwaitFlight => {
                 match until(ex.poll_timeout(), shared::woken_since(seen)).await {
                     Some(()) => ex.on_wakeup(clock::now()),
@@ -350,33 +358,34 @@ fn respond(
                         .store_on_end
                         .then(|| kv_cache::store_when_complete(ctx, env));
                     let filter = mode == RelayMode::Filter;
-                    Response::from_stream(stream::Relay::new(s, prefix, filter, ex, store))
+                    let settle = ex.settles().then(|| limiter::settle_when_sent(ctx, env));
+                    Response::from_stream(stream::Relay::new(s, prefix, filter, ex, store, settle))
                 }
                 Err(_) => {
                     // The body was already taken: the core ends the stream as cut off.
                     let end = shared::with(|r| ex.on_end(BodyEnd::Failed, clock::now(), r));
-                    finish(&mut ex);
+                    finish_later(&mut ex, ctx, env);
                     Response::from_bytes(end.tail.map(Vec::from).unwrap_or_default())
                 }
             }
         }
         // An upstream error body goes to the platform untouched (no copy through wasm).
         (CoreBody::Relay(RelayMode::Untouched), Some(up)) => {
-            finish(&mut ex);
+            finish_later(&mut ex, ctx, env);
             Response::from_body(up.into_parts().1)
         }
         (CoreBody::Relay(_) | CoreBody::Driven, _) => {
-            finish(&mut ex);
+            finish_later(&mut ex, ctx, env);
             Response::empty()
         }
         // No body at all rather than an empty one: the platform refuses any body, even an
         // empty one, with 204, 205 and 304.
         (CoreBody::Full(bytes), _) if bytes.is_empty() => {
-            finish(&mut ex);
+            finish_later(&mut ex, ctx, env);
             Response::empty()
         }
         (CoreBody::Full(bytes), _) => {
-            finish(&mut ex);
+            finish_later(&mut ex, ctx, env);
             Response::from_bytes(Vec::from(bytes))
         }
     };
@@ -401,12 +410,20 @@ fn internal_error() -> Response {
     }
 }
 
-fn finish(ex: &mut Exchange) {
+/// Ends an exchange and writes its log line; gives the settlement of its key's reservation to
+/// make in the background, if any.
+#[must_use]
+fn finish(ex: &mut Exchange) -> Option<LimitCall> {
     if let Some(log) = shared::with(|r| ex.finish(clock::now(), r)) {
         write_log(&log);
     }
-    if let Some(call) = ex.take_settlement() {
-        let _ = limiter::apply(&call);
+    ex.take_settlement()
+}
+
+/// [`finish`], settling under `wait_until`.
+fn finish_later(ex: &mut Exchange, ctx: &Context, env: &Env) {
+    if let Some(call) = finish(ex) {
+        limiter::settle_later(ctx, env, call);
     }
 }
 

@@ -11,6 +11,7 @@ use std::task::{Context, Poll, Wake, Waker};
 
 use futures_channel::oneshot;
 use futures_util::Stream;
+use gateway_core::limits::LimitCall;
 use gateway_core::{BodyEnd, EndOfRelay, Exchange, Store};
 use worker::{ByteStream, Delay};
 
@@ -24,6 +25,8 @@ pub struct Relay {
     tail: Option<Vec<u8>>,
     ended: bool,
     store: Option<oneshot::Sender<Store>>,
+    /// Where the settlement of the key's reservation goes when the exchange finishes.
+    settle: Option<oneshot::Sender<LimitCall>>,
     /// The core's idle deadline: armed when the upstream is first silent, re-armed only when it
     /// fires (a timer per silence, not per chunk).
     idle: Option<Delay>,
@@ -66,6 +69,7 @@ impl Relay {
         filter: bool,
         exchange: Exchange,
         store: Option<oneshot::Sender<Store>>,
+        settle: Option<oneshot::Sender<LimitCall>>,
     ) -> Relay {
         Relay {
             prefix: (!prefix.is_empty()).then(|| Vec::from(prefix)),
@@ -74,6 +78,7 @@ impl Relay {
             tail: None,
             ended: false,
             store,
+            settle,
             idle: None,
             waker: Arc::default(),
             filter,
@@ -131,6 +136,9 @@ impl Drop for Relay {
         let ex = &mut self.exchange;
         if let Some(log) = shared::with(|r| ex.finish(clock::now(), r)) {
             write_log(&log);
+        }
+        if let (Some(call), Some(tx)) = (ex.take_settlement(), self.settle.take()) {
+            let _ = tx.send(call);
         }
     }
 }

@@ -22,6 +22,20 @@ pub const REGION: &str = "test-region";
 pub const MOCK_NAME: &str = "mock-a";
 /// The `stream_idle_timeout_ms` of [`GATEWAY_CONFIG`].
 pub const STREAM_IDLE_TIMEOUT_MS: u64 = 1000;
+/// The budget of the `keys-budget` key (USD a day): five worst-case requests of the burst case
+/// (`cases/keys.rs`) and less than a sixth.
+macro_rules! keys_budget_usd {
+    () => {
+        "0.00197"
+    };
+}
+/// The budget of the `keys-cache` key (USD a day): one worst-case request of the cache case,
+/// and less than that once its actual cost is spent.
+macro_rules! keys_cache_budget_usd {
+    () => {
+        "0.000202"
+    };
+}
 /// `GATEWAY_CONFIG` for every target: small limits so the limit cases run quickly; prices and
 /// tiers for the cost cases (`cases/cost.rs`):
 /// - `priced-chat` (input 2, cached input 1, output 8, reasoning 4 USD per million tokens) and
@@ -31,6 +45,8 @@ pub const STREAM_IDLE_TIMEOUT_MS: u64 = 1000;
 ///   [`fallback_tier`] whose first model always fails (503) and whose second answers. Its
 ///   first model is priced, high: an unpriced model is never excluded by a cost budget, and
 ///   `auto` looks through every tier's models when nothing else fits.
+/// - `keys` for the keys and limits cases (`cases/keys.rs`): one configured key per case, their
+///   client keys in [`keys`] (`GATEWAY_API_KEYS` keeps its two plain keys).
 pub const GATEWAY_CONFIG: &str = concat!(
     r#"{"models":[{"id":"mock-model","owned_by":"mock"},{"id":"mock-embedding","owned_by":"mock"}],"#,
     r#""max_body_bytes":262144,"body_timeout_ms":2000,"upstream_timeout_ms":1500,"stream_idle_timeout_ms":1000,"#,
@@ -43,8 +59,66 @@ pub const GATEWAY_CONFIG: &str = concat!(
     r#""cost-effective":["deepseek-v3.2","gemini-2.5-flash"],"#,
     r#""ultra-cheap":["deepseek-v3.2"],"#,
     r#""fallback-fly":["mock-error-503@tier_fallback_fly","tier_fallback_fly/priced-chat"],"#,
-    r#""fallback-worker":["mock-error-503@tier_fallback_worker","tier_fallback_worker/priced-chat"]}}"#
+    r#""fallback-worker":["mock-error-503@tier_fallback_worker","tier_fallback_worker/priced-chat"]},"#,
+    // `keys` for `cases/keys.rs`: one key per case (see [`keys`]); `key_sha256` is
+    // `printf %s KEY | sha256sum` of the key named in the comment.
+    r#""keys":["#,
+    // keys-disabled-client-key
+    r#"{"id":"keys-disabled","key_sha256":"de81f09bd3fca2853c54fc5ea0b850abca5c2e4342d16c79f97be831eeb05af6","disabled":true},"#,
+    // keys-models-client-key
+    r#"{"id":"keys-models","key_sha256":"2f7c9241b7c127874601e400e87c424a7a9c04718ccfec82c7f976591f9ec010","#,
+    r#""models":["mock-model@keys_models_fly","mock-model@keys_models_worker","tier:ultra-cheap","deepseek-v3.2","tier:balanced","claude-sonnet-4-5"]},"#,
+    // keys-rpm-client-key
+    r#"{"id":"keys-rpm","key_sha256":"0bb141b3a613d905d73390dfc1679bb29fd1a23311a3f8ce40b6729ecb7e94d4","rpm":3},"#,
+    // keys-tpm-client-key
+    r#"{"id":"keys-tpm","key_sha256":"8436460f09302080ed1102085e7bd160859ee587199e44b27e3038711f451c80","tpm":1000},"#,
+    // keys-budget-client-key
+    r#"{"id":"keys-budget","key_sha256":"0fa8c795d14898a41d6234d5090387c8bc06021489b321f02bf70da67dfa06ce","#,
+    r#""budget_usd":{"amount":""#,
+    keys_budget_usd!(),
+    r#"","period":"day"}},"#,
+    // keys-cache-client-key
+    r#"{"id":"keys-cache","key_sha256":"c41b121f5ff6e5fdf22c257e183d05901430b3dfeadb57895ec4afad1b16f4d1","rpm":10,"#,
+    r#""budget_usd":{"amount":""#,
+    keys_cache_budget_usd!(),
+    r#"","period":"day"}},"#,
+    // keys-info-client-key
+    r#"{"id":"keys-info","name":"Conformance info key","key_sha256":"9276ad8936804a8934a09cb5e06e5beef4df69429e42816ab54193f41a61a6af","#,
+    r#""models":["keys_info_*"],"rpm":10,"tpm":100000,"budget_usd":{"amount":5,"period":"month"}},"#,
+    // keys-stream-client-key
+    r#"{"id":"keys-stream","key_sha256":"0c0ec5890a1bb6be4344b9b42f7fce155a7095680b0768469ff117d83b7bc47a","tpm":100000}"#,
+    r#"]}"#
 );
+/// The client keys of the `keys` of [`GATEWAY_CONFIG`], one per case of `cases/keys.rs` (the
+/// targets are separate gateways, so each target has its own counters for the same key).
+pub mod keys {
+    /// `disabled: true`.
+    pub const DISABLED: &str = "keys-disabled-client-key";
+    /// `models`: `mock-model@keys_models_<target>`, `tier:ultra-cheap` and its
+    /// `deepseek-v3.2`, `tier:balanced` with only `claude-sonnet-4-5` of its models.
+    pub const MODELS: &str = "keys-models-client-key";
+    /// `rpm: 3`.
+    pub const RPM: &str = "keys-rpm-client-key";
+    pub const RPM_LIMIT: u64 = 3;
+    /// `tpm: 1000`.
+    pub const TPM: &str = "keys-tpm-client-key";
+    pub const TPM_LIMIT: u64 = 1000;
+    /// A daily budget of [`BUDGET_USD`].
+    pub const BUDGET: &str = "keys-budget-client-key";
+    pub const BUDGET_USD: &str = keys_budget_usd!();
+    /// `rpm: 10` and a daily budget of [`CACHE_BUDGET_USD`].
+    pub const CACHE: &str = "keys-cache-client-key";
+    pub const CACHE_RPM: u64 = 10;
+    pub const CACHE_BUDGET_USD: &str = keys_cache_budget_usd!();
+    /// A name, `models: ["keys_info_*"]`, `rpm: 10`, `tpm: 100000`, a monthly budget of 5 USD.
+    pub const INFO: &str = "keys-info-client-key";
+    pub const INFO_NAME: &str = "Conformance info key";
+    pub const INFO_RPM: u64 = 10;
+    pub const INFO_TPM: u64 = 100_000;
+    /// `tpm: 100000`.
+    pub const STREAM: &str = "keys-stream-client-key";
+    pub const STREAM_TPM: u64 = 100_000;
+}
 /// The tier of [`GATEWAY_CONFIG`] for `target`'s tier fallback case (without `tier:`).
 pub fn fallback_tier(target: &str) -> String {
     format!("fallback-{target}")

@@ -346,6 +346,13 @@ impl Exchange {
         self.limits.settlement = limits::settle(&r, tokens, cost, now.unix.as_millis());
     }
 
+    /// Whether [`Exchange::take_settlement`] will have a call after [`Exchange::finish`] (a
+    /// reservation was granted): a runtime that must register background work before it hands
+    /// the response over does so only then.
+    pub fn settles(&self) -> bool {
+        self.limits.reservation.is_some() || self.limits.settlement.is_some()
+    }
+
     /// The limiter call that settles the request's reservation, once [`Exchange::finish`] has
     /// been called: to make in the background. None when there is nothing to settle.
     pub fn take_settlement(&mut self) -> Option<LimitCall> {
