@@ -256,7 +256,7 @@ impl Driver {
                 }
                 Action::Limit(call) => {
                     match until(ex.poll_timeout(), self.shared.limiter.apply(&call)).await {
-                        Some(reply) => ex.on_limit(reply, clock::now()),
+                        Some(reply) => self.shared.with(|r| ex.on_limit(reply, clock::now(), r)),
                         None => self.timeout(ex),
                     }
                 }

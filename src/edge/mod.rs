@@ -198,7 +198,7 @@ async fn run(
             }
             Action::Limit(call) => match until(ex.poll_timeout(), limiter::apply(env, &call)).await
             {
-                Some(reply) => ex.on_limit(reply, clock::now()),
+                Some(reply) => shared::with(|r| ex.on_limit(reply, clock::now(), r)),
                 None => timeout(ex),
             },
             Action::AwaitFlight => {

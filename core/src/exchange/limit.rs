@@ -20,6 +20,7 @@ use crate::limits::{
 };
 use crate::log::format_time;
 use crate::pricing::Money;
+use crate::router::Router;
 use crate::selection::estimate_tokens;
 use crate::time::Now;
 
@@ -167,6 +168,7 @@ impl Exchange {
         &mut self,
         hit: Option<Arc<CacheEntry>>,
         now: Now,
+        router: &mut Router,
     ) -> Option<LimitCall> {
         let policy = self.limits.policy.clone().filter(|p| p.is_limited());
         let Some(policy) = policy else {
@@ -199,6 +201,12 @@ impl Exchange {
             self.after_limit(hit, None, now);
             return None;
         };
+        if !router.limiter_usable(now.instant) {
+            // Resting after a failure: decided as a failure, without the call.
+            self.step = Step::AwaitLimit(hit);
+            self.on_limit(Err(()), now, router);
+            return None;
+        }
         let timeout = self.gw.settings().limits.store_timeout_ms;
         self.set_deadline(now.instant, timeout, Timer::Limit);
         self.step = Step::AwaitLimit(hit);
@@ -206,7 +214,7 @@ impl Exchange {
     }
 
     /// The limiter store's reply to [`super::Action::Limit`]; `Err(())` when it failed.
-    pub fn on_limit(&mut self, reply: Result<Reply, ()>, now: Now) {
+    pub fn on_limit(&mut self, reply: Result<Reply, ()>, now: Now, router: &mut Router) {
         let hit = match std::mem::replace(&mut self.step, Step::Done) {
             Step::AwaitLimit(hit) => hit,
             other => {
@@ -214,7 +222,11 @@ impl Exchange {
                 return;
             }
         };
+        let called = matches!(self.deadline, Some((_, Timer::Limit)));
         self.deadline = None;
+        if called {
+            router.limiter_result(reply.is_ok(), now.instant);
+        }
         let Some(policy) = self.limits.policy.clone() else {
             return self.after_limit(hit, None, now);
         };

@@ -344,3 +344,46 @@ fn the_key_endpoint_of_a_plain_key_has_its_id_only() {
     assert!(v["id"].as_str().unwrap().starts_with("key_"));
     assert_eq!(v.as_object().unwrap().len(), 1);
 }
+
+#[test]
+fn after_a_store_failure_the_store_rests_and_requests_do_not_wait_for_it() {
+    let cfg = config(r#","rpm":100"#).replacen(
+        r#""routing""#,
+        r#""limits":{"store_timeout_ms":300},"routing""#,
+        1,
+    );
+    let mut sim = Sim::new(&cfg);
+    sim.limiter_down = Some(10_000);
+    let t0 = sim.ms();
+    let out = sim.drive(
+        chat_as(&sim, TEAM),
+        ClientBody::After(0, CHAT),
+        &json_answer(5, ANSWER),
+    );
+    assert_eq!(out.status, 200, "allowed by default");
+    assert_eq!(
+        sim.ms() - t0,
+        305,
+        "the first one waited for the store's timeout"
+    );
+    let calls = sim.limit_calls.len();
+    let t1 = sim.ms();
+    let out = sim.drive(
+        chat_as(&sim, TEAM),
+        ClientBody::After(0, CHAT),
+        &json_answer(5, ANSWER),
+    );
+    assert_eq!(out.status, 200);
+    assert!(out.log.limiter_error);
+    assert_eq!(sim.ms() - t1, 5, "no wait while the store rests");
+    assert_eq!(sim.limit_calls.len(), calls, "and no call");
+    // After the rest, the store is tried again.
+    sim.advance(2_000);
+    sim.limiter_down = None;
+    let out = sim.drive(
+        chat_as(&sim, TEAM),
+        ClientBody::After(0, CHAT),
+        &json_answer(5, ANSWER),
+    );
+    assert_eq!(out.header("x-ratelimit-limit-requests"), Some("100"));
+}

@@ -13,7 +13,8 @@
 //!         Action::Lookup { key, shared }      => ex.on_lookup(stored entry or None, now)
 //!         Action::Limit(call)                 => race(apply call.op to the limiter store's
 //!                                                object call.object, ex.poll_timeout())
-//!                                                -> ex.on_limit(Ok(reply) / Err(()), now)
+//!                                                -> ex.on_limit(Ok(reply) / Err(()), now,
+//!                                                   router)
 //!                                                   / ex.handle_timeout
 //!         Action::AwaitFlight                 => race(router wake-up, ex.poll_timeout())
 //!                                                -> ex.on_wakeup / ex.handle_timeout
@@ -550,7 +551,7 @@ impl Exchange {
                     _ => self.step = Step::Limit(None),
                 },
                 Step::Limit(hit) => {
-                    if let Some(call) = self.limit_call(hit, now) {
+                    if let Some(call) = self.limit_call(hit, now, router) {
                         return Action::Limit(call);
                     }
                 }
@@ -695,7 +696,10 @@ impl Exchange {
                 );
             }
             (Timer::Backoff, Step::Backoff) => self.step = Step::Send,
-            (Timer::Limit, Step::AwaitLimit(_)) => self.on_limit(Err(()), now),
+            (Timer::Limit, Step::AwaitLimit(_)) => {
+                router.limiter_result(false, now.instant);
+                self.on_limit(Err(()), now, router);
+            }
             (Timer::Idle, Step::AwaitChunk) => self.driven_stalled(now, router),
             _ => {}
         }

@@ -329,12 +329,12 @@ impl Sim {
                 match self.limiter_down {
                     Some(ms) => {
                         if self.wait(ex, ms) {
-                            ex.on_limit(Err(()), self.now());
+                            ex.on_limit(Err(()), self.now(), &mut self.router);
                         }
                     }
                     None => {
                         let reply = self.limiter.apply(&call.op, self.now().unix.as_millis());
-                        ex.on_limit(Ok(reply), self.now());
+                        ex.on_limit(Ok(reply), self.now(), &mut self.router);
                     }
                 }
             }

@@ -113,8 +113,9 @@ pub fn object_name(policy: &KeyPolicy, shard: u32) -> String {
 }
 
 fn counter(object: &str, what: &str, n: u64) -> String {
-    // The braces keep every counter of one object in one Redis Cluster slot.
-    format!("{{{object}}}:{what}:{n}")
+    // A namespace of their own in a Redis shared with other data; the braces keep every
+    // counter of one object in one Redis Cluster slot.
+    format!("agw:rl:{{{object}}}:{what}:{n}")
 }
 
 /// The days since 1970-01-01 of a civil date (proleptic Gregorian), and back.

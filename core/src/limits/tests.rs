@@ -225,7 +225,7 @@ fn a_key_above_the_shard_rate_is_spread_over_objects_holding_a_share_each() {
     assert_eq!(r.remaining, (30000 - 1) * 3);
     let (call, _) = reserve(&p, 1, &request(1, "0"), T0).unwrap();
     assert_eq!(call.object, "team-a#1");
-    assert!(call.op.checks[0].sum[0].starts_with("{team-a#1}:"));
+    assert!(call.op.checks[0].sum[0].starts_with("agw:rl:{team-a#1}:"));
 }
 
 #[test]

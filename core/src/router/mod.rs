@@ -51,6 +51,9 @@ pub const STORE_BACKOFF: Duration = Duration::from_secs(2);
 pub struct Router {
     flights: Flights,
     store: StoreHealth,
+    /// The limiter's store (Redis, Durable Objects): left alone for a while after a failure,
+    /// so a silent store does not add its timeout to every request.
+    limiter: StoreHealth,
     upstreams: Upstreams,
     /// When probe results shared by another instance were last read (the Worker's KV).
     probes_read: Option<Instant>,
@@ -338,6 +341,16 @@ impl Router {
     /// The outcome of a shared-store call. Returns a change worth one log line (down, back up).
     pub fn store_result(&mut self, ok: bool, now: Instant) -> Option<StoreChange> {
         self.store.result(ok, now, STORE_BACKOFF)
+    }
+
+    /// Whether the limiter's store may be called now.
+    pub fn limiter_usable(&self, now: Instant) -> bool {
+        self.limiter.usable(now)
+    }
+
+    /// The outcome of a limiter call (the exchange reports it).
+    pub(crate) fn limiter_result(&mut self, ok: bool, now: Instant) -> Option<StoreChange> {
+        self.limiter.result(ok, now, STORE_BACKOFF)
     }
 }
 
