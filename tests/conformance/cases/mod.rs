@@ -18,6 +18,7 @@ mod cache;
 mod chat;
 mod cost;
 mod health;
+mod keys;
 mod lifecycle;
 mod limits;
 mod limits_shared;
@@ -233,6 +234,18 @@ pub fn all() -> Vec<Case> {
         cost::tier_fallback_tries_the_next_model_when_the_first_fails,
         cost::estimate_answers_the_cost_range_without_calling_upstream,
     ]);
+    // `<target>::keys::<case>`: configured keys and their limits; run alone with `::keys::`.
+    all.extend(cases![None, false, "keys";
+        keys::keys_missing_wrong_and_disabled_keys_are_401_without_upstream_calls,
+        keys::keys_models_limit_what_a_key_may_ask_for_with_404_model_not_found,
+        keys::keys_rpm_counts_down_refuses_the_excess_and_resets_with_the_window,
+        keys::keys_tpm_reserves_prompt_and_max_tokens_and_refuses_the_excess,
+        keys::keys_budget_burst_lets_only_what_the_budget_affords_reach_the_upstream,
+        keys::keys_cache_hit_counts_against_requests_only,
+        keys::keys_info_reports_the_keys_limits_and_what_is_left,
+        keys::keys_without_rpm_or_tpm_get_no_ratelimit_headers,
+        keys::keys_stream_tokens_are_settled_from_the_streams_usage,
+    ]);
     all.extend(cases![Some("fly");
         lifecycle::fly_invalid_configuration_exits_2_naming_the_setting,
         lifecycle::fly_invalid_upstream_url_is_reported_without_its_password,
@@ -247,6 +260,10 @@ pub fn all() -> Vec<Case> {
     // `fly::keys::<case>`: keys' limits shared by machines through Redis.
     all.extend(cases![Some("fly"), false, "keys";
         limits_shared::limits_shared_rpm_holds_across_fly_machines_through_redis,
+    ]);
+    // `worker::keys::<case>`: keys' limits shared by Workers through one Durable Object.
+    all.extend(cases![Some("worker"), false, "keys";
+        limits_shared::limits_shared_rpm_holds_across_workers_through_one_durable_object,
     ]);
     all.extend(cases![Some("worker");
         lifecycle::worker_invalid_configuration_answers_500_naming_the_setting,
