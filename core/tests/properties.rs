@@ -228,6 +228,11 @@ proptest! {
     }
 
     #[test]
+    fn the_limiter_never_grants_more_than_its_limits_and_budget(choices in prop::collection::vec(any::<u8>(), 0..400)) {
+        limiter_never_overspends(&mut Choices::new(&choices));
+    }
+
+    #[test]
     fn cache_key_never_panics_on_any_bytes(body in request_body(), choices in choice_bytes()) {
         cache_key_is_canonical(&body, &mut Choices::new(&choices));
     }

@@ -758,3 +758,127 @@ pub fn rewrite_changes_only_model_and_stream_options(
         }
     }
 }
+
+// --- the limiter's arithmetic ----------------------------------------------------------------
+
+use gateway_core::limits::{
+    decide, peek, reserve, settle, standing, validate_keys, Demand, KeyConfig, LimitSettings,
+    MemoryCounters, Reply, Reservation,
+};
+use gateway_core::pricing::Money;
+
+/// A sequence of requests against one key's limits, each step steered by the choices: a
+/// reservation (any tokens and worst-case cost, sometimes a cache hit), the settlement of an
+/// earlier one (at any actual use up to what it reserved), or time passing (within the minute,
+/// to the next minute, past a reservation's life). Checked at every step: granted requests in a
+/// window never exceed `rpm`, granted tokens never exceed `tpm`, spent plus reserved never
+/// exceeds the budget, the headers' `remaining` never exceeds the limit, and a refusal changes
+/// nothing. Replies with arbitrary totals never make the decision panic.
+pub fn limiter_never_overspends(c: &mut Choices<'_>) {
+    let rpm = 1 + c.below(20) as u64;
+    let tpm = 1 + c.below(5000) as u64;
+    let budget_nanos = 1 + c.below(60_000) as u64;
+    let key: KeyConfig = serde_json::from_value(serde_json::json!({
+        "id": "fuzz",
+        "key_sha256": "00".repeat(32),
+        "rpm": rpm,
+        "tpm": tpm,
+        "budget_usd": {"amount": format!("0.{budget_nanos:09}"), "period": "day"},
+    }))
+    .unwrap();
+    let policy = validate_keys(&[key], &LimitSettings::default())
+        .unwrap()
+        .remove(0)
+        .1;
+    let amount = policy.budget.unwrap().amount;
+    let mut store = MemoryCounters::new();
+    let mut now: u64 = 1_700_000_000_000 + c.below(60_000) as u64;
+    let mut window = now / 60_000;
+    let (mut requests, mut tokens) = (0u64, 0u64);
+    let mut open: Vec<(Reservation, u64, Money)> = Vec::new();
+    for _ in 0..(1 + c.below(60)) {
+        match c.byte() % 8 {
+            0..=3 => {
+                let hit = c.byte() % 5 == 0;
+                let t = c.below(3000) as u64;
+                let cost = Money::from_picos(c.below(30_000) as u128 * 1000);
+                let d = Demand {
+                    tokens: if hit { 0 } else { t },
+                    cost: if hit { Money::ZERO } else { cost },
+                    hit,
+                };
+                let Some((call, pending)) = reserve(&policy, 0, &d, now) else {
+                    panic!("a limited key makes a store call");
+                };
+                let keys: Vec<String> = call.op.keys().iter().map(|k| k.to_string()).collect();
+                let before: Vec<i64> = keys.iter().map(|k| store.value(k, now)).collect();
+                let reply = store.apply(&call.op, now);
+                let v = decide(&policy, pending, &reply, now);
+                for w in [v.requests, v.tokens].into_iter().flatten() {
+                    assert!(w.remaining <= w.limit, "{w:?}");
+                }
+                match v.outcome {
+                    Ok(r) => {
+                        requests += 1;
+                        if !hit {
+                            tokens += t.max(1).min(tpm + 1);
+                            open.push((r, t, cost));
+                        }
+                        assert!(requests <= rpm, "{requests} requests granted, rpm {rpm}");
+                        assert!(tokens <= tpm, "{tokens} tokens granted, tpm {tpm}");
+                    }
+                    Err(e) => {
+                        assert_eq!(e.status(), 429, "{e:?}");
+                        let after: Vec<i64> = keys.iter().map(|k| store.value(k, now)).collect();
+                        assert_eq!(after, before, "a refusal changes nothing");
+                    }
+                }
+            }
+            4 | 5 if !open.is_empty() => {
+                let (r, t, cost) = open.remove(c.below(open.len()));
+                let used = c.below(t as usize + 1) as u64;
+                let actual = cost.scaled(c.below(101) as u128, 100);
+                if let Some(call) = settle(&r, used, actual, now) {
+                    store.apply(&call.op, now);
+                }
+                tokens = tokens.saturating_sub(t.max(1).min(tpm + 1) - used.min(t.max(1)));
+            }
+            6 => now += c.below(10_000) as u64,
+            _ => now = (now / 60_000 + 1) * 60_000 + c.below(1000) as u64,
+        }
+        if now / 60_000 != window {
+            window = now / 60_000;
+            requests = 0;
+            tokens = 0;
+        }
+        let call = peek(&policy, 0, now).unwrap();
+        let reply = store.apply(&call.op, now);
+        let s = standing(&policy, Some(&reply), now);
+        let b = s.budget.unwrap();
+        assert!(
+            b.spent.picos() + b.reserved.picos() <= amount.picos(),
+            "spent {} + reserved {} > budget {amount}",
+            b.spent,
+            b.reserved
+        );
+    }
+    // Whatever a store answers, the decision stands.
+    let d = Demand {
+        tokens: 1,
+        cost: Money::from_picos(1),
+        hit: false,
+    };
+    let (_, pending) = reserve(&policy, 0, &d, now).unwrap();
+    let totals = (0..c.below(5))
+        .map(|_| i64::from(c.byte() as i8) * 1_000_000_007)
+        .collect();
+    let _ = decide(
+        &policy,
+        pending,
+        &Reply {
+            granted: c.byte() % 2 == 0,
+            totals,
+        },
+        now,
+    );
+}
