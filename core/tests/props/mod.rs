@@ -799,7 +799,7 @@ pub fn limiter_never_overspends(c: &mut Choices<'_>) {
     for _ in 0..(1 + c.below(60)) {
         match c.byte() % 8 {
             0..=3 => {
-                let hit = c.byte() % 5 == 0;
+                let hit = c.byte().is_multiple_of(5);
                 let t = c.below(3000) as u64;
                 let cost = Money::from_picos(c.below(30_000) as u128 * 1000);
                 let d = Demand {
@@ -876,7 +876,7 @@ pub fn limiter_never_overspends(c: &mut Choices<'_>) {
         &policy,
         pending,
         &Reply {
-            granted: c.byte() % 2 == 0,
+            granted: c.byte().is_multiple_of(2),
             totals,
         },
         now,

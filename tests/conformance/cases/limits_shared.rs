@@ -132,7 +132,11 @@ async fn alternate(ctx: &Ctx, a: &str, b: &str, model: &str) {
                 .header("retry-after")
                 .and_then(|v| v.trim().parse().ok())
                 .unwrap_or_else(|| panic!("{}: no numeric retry-after", r.label));
-            assert!((1..=60).contains(&retry), "{}: retry-after {retry}", r.label);
+            assert!(
+                (1..=60).contains(&retry),
+                "{}: retry-after {retry}",
+                r.label
+            );
         }
     }
 }
