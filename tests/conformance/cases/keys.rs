@@ -55,6 +55,19 @@ const PICOS_PER_USD: u128 = 1_000_000_000_000;
 /// How long a settlement (made in the background after the response) may take to show.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Per target (fly, worker): the budget burst holds it exclusively, the other cases of this
+/// file shared. Fifty concurrent requests (each a limiter call; on the Worker a Durable Object
+/// call) on a small machine can delay the other cases' requests past the suite's 1.5 s
+/// upstream timeout, so the burst runs alone among them.
+static BURST: [tokio::sync::RwLock<()>; 2] = [
+    tokio::sync::RwLock::const_new(()),
+    tokio::sync::RwLock::const_new(()),
+];
+
+fn burst_lock(ctx: &Ctx) -> &'static tokio::sync::RwLock<()> {
+    &BURST[usize::from(ctx.target == "worker")]
+}
+
 // ---------------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------------
@@ -343,6 +356,7 @@ fn total_tokens(label: &str, usage: &Value) -> u64 {
 /// A missing, an unknown and a disabled key are 401 in OpenAI's shape (the disabled key is a
 /// configured one with `disabled: true`), and nothing reaches the upstream.
 pub async fn keys_missing_wrong_and_disabled_keys_are_401_without_upstream_calls(ctx: Arc<Ctx>) {
+    let _shared = burst_lock(&ctx).read().await;
     let model = ctx.model("mock-model", "keys_auth");
     let body = chat(&model, "may I?");
     let r = ctx
@@ -399,6 +413,7 @@ pub async fn keys_missing_wrong_and_disabled_keys_are_401_without_upstream_calls
 /// without an upstream call; a listed tier resolves among the tier's models the key may use.
 /// A key without rpm/tpm gets no `x-ratelimit-*` headers.
 pub async fn keys_models_limit_what_a_key_may_ask_for_with_404_model_not_found(ctx: Arc<Ctx>) {
+    let _shared = burst_lock(&ctx).read().await;
     let allowed = ctx.model("mock-model", "keys_models");
     let other = ctx.model("mock-model", "keys_models_other");
     let call = |body: Value| {
@@ -502,6 +517,7 @@ pub async fn keys_models_limit_what_a_key_may_ask_for_with_404_model_not_found(c
 /// `retry-after`, and never reaches the upstream; once the announced reset has passed, a
 /// request succeeds again. (Waits up to a minute: the one case that waits for a window.)
 pub async fn keys_rpm_counts_down_refuses_the_excess_and_resets_with_the_window(ctx: Arc<Ctx>) {
+    let _shared = burst_lock(&ctx).read().await;
     let model = ctx.model("mock-model", "keys_rpm");
     fresh_window(&ctx, keys::RPM, "requests", Duration::from_secs(5)).await;
     let send = |i: u32| {
@@ -569,6 +585,7 @@ pub async fn keys_rpm_counts_down_refuses_the_excess_and_resets_with_the_window(
 /// mock counts 500 (a word a token), so its actual usage (more than 500) leaves too little for
 /// the second one (611) whether or not its settlement came first.
 pub async fn keys_tpm_reserves_prompt_and_max_tokens_and_refuses_the_excess(ctx: Arc<Ctx>) {
+    let _shared = burst_lock(&ctx).read().await;
     let tpm = keys::TPM_LIMIT;
     let model = ctx.model("mock-model", "keys_tpm");
     let refused = ctx.model("mock-model", "keys_tpm_refused");
@@ -685,6 +702,21 @@ pub async fn keys_budget_burst_lets_only_what_the_budget_affords_reach_the_upstr
         r.label
     );
 
+    // Alone among this file's cases (see [`BURST`]); the key is untouched so far.
+    let _alone = burst_lock(&ctx).write().await;
+    let label = format!("[{}] GET {KEY_PATH}", ctx.target);
+    let v = key_info(&ctx, keys::BUDGET).await;
+    assert_eq!(
+        (&v["budget"]["spent_usd"], &v["budget"]["reserved_usd"]),
+        (&json!("0"), &json!("0")),
+        "{label}: before the burst: {v}"
+    );
+    assert_eq!(
+        money(&label, &v["budget"], "remaining_usd"),
+        budget,
+        "{label}: before the burst: {v}"
+    );
+
     let calls: Vec<_> = (0..REQUESTS)
         .map(|i| {
             let call = ctx
@@ -720,7 +752,6 @@ pub async fn keys_budget_burst_lets_only_what_the_budget_affords_reach_the_upstr
     .await;
 
     let spent = spent_by(&answered.iter().collect::<Vec<_>>());
-    let label = format!("[{}] GET {KEY_PATH}", ctx.target);
     let v = key_info_until(&ctx, keys::BUDGET, "every reservation settled", |v| {
         nothing_reserved(v)
     })
@@ -754,6 +785,7 @@ pub async fn keys_budget_burst_lets_only_what_the_budget_affords_reach_the_upstr
 /// request gets the same deterministic request answered twice (the second a HIT, its
 /// `x-ratelimit-remaining-requests` one lower), while a new request is refused by the budget.
 pub async fn keys_cache_hit_counts_against_requests_only(ctx: Arc<Ctx>) {
+    let _shared = burst_lock(&ctx).read().await;
     const MAX_TOKENS: u64 = 20;
     let model = priced(&ctx, None, "keys_cache");
     let body = |text: &str| {
@@ -846,6 +878,7 @@ pub async fn keys_cache_hit_counts_against_requests_only(ctx: Arc<Ctx>) {
 /// month's start in RFC 3339), and asking counts against nothing. A plain `GATEWAY_API_KEYS` key
 /// gets only its `id`.
 pub async fn keys_info_reports_the_keys_limits_and_what_is_left(ctx: Arc<Ctx>) {
+    let _shared = burst_lock(&ctx).read().await;
     let model = priced(&ctx, None, "keys_info");
     let label = format!("[{}] GET {KEY_PATH}", ctx.target);
     fresh_window(&ctx, keys::INFO, "requests", Duration::from_secs(15)).await;
@@ -944,6 +977,7 @@ pub async fn keys_info_reports_the_keys_limits_and_what_is_left(ctx: Arc<Ctx>) {
 
 /// A plain key (no rpm/tpm) gets no `x-ratelimit-*` headers on its answers.
 pub async fn keys_without_rpm_or_tpm_get_no_ratelimit_headers(ctx: Arc<Ctx>) {
+    let _shared = burst_lock(&ctx).read().await;
     let model = ctx.model("mock-model", "keys_no_headers");
     let r = ctx
         .post("/v1/chat/completions")
@@ -973,6 +1007,7 @@ pub async fn keys_without_rpm_or_tpm_get_no_ratelimit_headers(ctx: Arc<Ctx>) {
 /// A streamed request of a `tpm` key reserves its prompt + `max_tokens`, and is settled to the
 /// usage of the stream: the one the client asked for, or the one the gateway asked for itself.
 pub async fn keys_stream_tokens_are_settled_from_the_streams_usage(ctx: Arc<Ctx>) {
+    let _shared = burst_lock(&ctx).read().await;
     const MAX_TOKENS: u64 = 500;
     let tpm = keys::STREAM_TPM;
     let model = ctx.model("mock-model", "keys_stream");
