@@ -235,9 +235,10 @@ async fn last_body(ctx: &Ctx, model: &str) -> Value {
 
 /// Entries are written after the response; the Worker writes KV in `waitUntil`.
 async fn settle(ctx: &Ctx) {
-    if ctx.target == "worker" {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    // Both runtimes store a recorded stream after its last byte went out (fly-fallback in a
+    // task of its own, the Worker under `wait_until`): give the write time to land.
+    let wait = if ctx.target == "worker" { 300 } else { 100 };
+    tokio::time::sleep(Duration::from_millis(wait)).await;
 }
 
 fn chat(model: &str, text: &str, temperature: f64) -> Value {
