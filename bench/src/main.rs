@@ -255,7 +255,7 @@ async fn measure(c: &Common, knobs: Knobs, work_sub: &str) -> Result<Results, St
             r.memory.idle_kib = sys::tree_rss_kib(l.pid);
         }
     }
-    progress.set_length(1 + started.live.len() as u64 * scenarios::steps_per_target(&knobs));
+    progress.set_length(2 + started.live.len() as u64 * scenarios::steps_per_target(&knobs));
     let seq = scenarios::sequential(&started.live, &knobs, &progress).await;
     progress.inc();
     for (l, s) in started.live.iter().zip(seq) {
@@ -263,6 +263,14 @@ async fn measure(c: &Common, knobs: Knobs, work_sub: &str) -> Result<Results, St
             r.sequential = Some(s);
         }
     }
+    // Issue 14: a key with limits against the unlimited one, on this project's targets.
+    for (i, lk) in scenarios::limited_key(&started.live, &knobs, &progress).await {
+        let name = &started.live[i].spec.name;
+        if let Some(r) = started.results.iter_mut().find(|r| &r.name == name) {
+            r.limited_key = Some(lk);
+        }
+    }
+    progress.inc();
     for l in &started.live {
         let Some(r) = started.results.iter_mut().find(|r| r.name == l.spec.name) else {
             continue;

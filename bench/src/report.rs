@@ -246,6 +246,66 @@ fn ratio_tables(res: &Results, out: &mut String) {
     }
 }
 
+/// Issue 14: the limited key against the unlimited one, per target configured with it.
+fn limited_key_table(res: &Results, out: &mut String) {
+    let rows: Vec<&TargetResult> = res
+        .targets
+        .iter()
+        .filter(|r| r.ok() && r.limited_key.is_some())
+        .collect();
+    if rows.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "\n## Limited key (issue 14)\n");
+    let _ = writeln!(
+        out,
+        "This project's targets are configured with a second client key in `GATEWAY_CONFIG` `keys` with `rpm` {}, `tpm` {} and a budget of {} USD a day (`limits.shard_rpm` = `rpm`: one limiter object), never reached here; each of its requests reserves in the limiter's store before the upstream call and settles after it (in the background). {} batches of {} sequential requests with each key take turns on one keep-alive connection (which key goes first alternates), both asking for the same priced model (`{}`). Added by the limiter = the median over batch pairs of (limited batch median − unlimited batch median).\n",
+        num(crate::targets::LIMITED_RPM as f64),
+        num(crate::targets::LIMITED_TPM as f64),
+        num(crate::targets::LIMITED_BUDGET_USD as f64),
+        res.knobs.seq_batches,
+        res.knobs.seq_batch,
+        crate::targets::PRICED_MODEL,
+    );
+    let _ = writeln!(
+        out,
+        "| target | limiter store | unlimited key p50 | limited key p50 | added by the limiter (p50) | errors (unlimited / limited) | per-isolate fallback |\n|---|---|---:|---:|---:|---:|---|"
+    );
+    for r in rows {
+        let Some(l) = &r.limited_key else { continue };
+        if let Some(f) = &l.failed {
+            let _ = writeln!(
+                out,
+                "| {} | {} | not measured: {f} | | | | |",
+                r.name, l.store
+            );
+            continue;
+        }
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} / {} | {} |",
+            r.name,
+            l.store,
+            ms(l.unlimited_p50_us),
+            ms(l.limited_p50_us),
+            opt(l.limited_added_us, |v| format!("{v:.0} µs")),
+            num(l.errors as f64),
+            num(l.limited_errors as f64),
+            match l.per_isolate_fallback {
+                Some(true) => format!(
+                    "**yes**: `{}` in the log",
+                    crate::targets::PER_ISOLATE_EVENT
+                ),
+                Some(false) => format!(
+                    "no (`{}` not in the log)",
+                    crate::targets::PER_ISOLATE_EVENT
+                ),
+                None => "–".into(),
+            },
+        );
+    }
+}
+
 fn goal_rows(
     res: &Results,
     soak: Option<&SoakResult>,
@@ -572,6 +632,7 @@ pub fn results_md(res: &Results, soak: Option<&SoakResult>) -> String {
     summary_table(res, &mut out);
     let _ = writeln!(out, "\n![latency by rate](latency.png)\n\n![throughput](throughput.png)\n\n![added latency](overhead.png)\n\n![memory](memory.png)\n");
     ratio_tables(res, &mut out);
+    limited_key_table(res, &mut out);
     let _ = writeln!(out, "\n## Goals\n");
     goals_table(res, soak, &mut out);
     if soak.is_none() {
@@ -678,5 +739,57 @@ mod tests {
         assert_eq!(ms(29_000.0), "29.0 ms");
         assert_eq!(ratio(Some(10.0), Some(4.0)), "2.50×");
         assert_eq!(ratio(Some(1.0), None), "–");
+    }
+
+    #[test]
+    fn the_limited_key_table_has_a_row_per_configured_target() {
+        use crate::scenarios::{Knobs, LimitedKey};
+        let lk = LimitedKey {
+            store: "in-process counters".into(),
+            unlimited_p50_us: 270.0,
+            limited_p50_us: 290.0,
+            limited_added_us: Some(21.4),
+            per_isolate_fallback: Some(false),
+            ..Default::default()
+        };
+        let res = Results {
+            knobs: Knobs::smoke(),
+            machine: Default::default(),
+            mock_idle_kib: None,
+            targets: vec![
+                TargetResult {
+                    name: "direct".into(),
+                    ..Default::default()
+                },
+                TargetResult {
+                    name: "fly-fallback".into(),
+                    limited_key: Some(lk.clone()),
+                    ..Default::default()
+                },
+                TargetResult {
+                    name: "worker-workerd".into(),
+                    limited_key: Some(LimitedKey {
+                        failed: Some("limited key: status 401".into()),
+                        ..lk
+                    }),
+                    ..Default::default()
+                },
+            ],
+            notes: vec![],
+            wall_seconds: 1.0,
+        };
+        let md = results_md(&res, None);
+        assert!(md.contains("## Limited key (issue 14)"));
+        assert!(md.contains("| fly-fallback | in-process counters | 0.270 ms | 0.290 ms | 21 µs | 0 / 0 | no (`limiter_per_isolate` not in the log) |"));
+        assert!(md.contains(
+            "| worker-workerd | in-process counters | not measured: limited key: status 401 |"
+        ));
+        assert!(!md.contains("| direct | in-process"));
+        // Without any limited-key figure, no section.
+        let none = Results {
+            targets: vec![res.targets[0].clone()],
+            ..res
+        };
+        assert!(!results_md(&none, None).contains("Limited key"));
     }
 }

@@ -110,6 +110,37 @@ pub struct Sequential {
     pub added_us: Option<f64>,
 }
 
+/// Issue 14: the added latency of a key with limits (every request reserves in the limiter's
+/// store before the upstream and settles after) against the unlimited key, on the same target,
+/// in interleaved sequential batches.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct LimitedKey {
+    /// Where the target keeps the key's counters.
+    pub store: String,
+    /// The model both keys ask for (priced: the limited key has a budget).
+    pub model: String,
+    pub batches: usize,
+    pub batch: usize,
+    pub errors: usize,
+    pub limited_errors: usize,
+    /// The unlimited key in this scenario: median of its batch medians.
+    pub unlimited_p50_us: f64,
+    /// The limited key: median of its batch medians.
+    pub limited_p50_us: f64,
+    /// Median over batch pairs of (limited batch median - unlimited batch median).
+    pub limited_added_us: Option<f64>,
+    pub unlimited_batch_medians_us: Vec<f64>,
+    pub limited_batch_medians_us: Vec<f64>,
+    /// The limited key's answers carried `x-ratelimit-limit-requests` (checked before and
+    /// after the batches): the gateway treated it as limited.
+    pub ratelimit_headers: bool,
+    /// Workerd: whether its log has the Worker's `limiter_per_isolate` line (no Durable
+    /// Object binding: counters per isolate). `None` for targets without such a log.
+    pub per_isolate_fallback: Option<bool>,
+    /// Why there are no figures.
+    pub failed: Option<String>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RatePoint {
     pub rate: f64,
@@ -170,6 +201,9 @@ pub struct TargetResult {
     pub skipped: Option<String>,
     pub failed: Option<String>,
     pub sequential: Option<Sequential>,
+    /// Issue 14: a key with limits against the unlimited one (this project's targets only).
+    #[serde(default)]
+    pub limited_key: Option<LimitedKey>,
     pub rates: Vec<RatePoint>,
     pub closed: Vec<ClosedPoint>,
     /// The highest open-loop rate found whose p99 stayed under the bound with no errors.
@@ -219,6 +253,9 @@ pub struct Live {
     pub hold: Arc<RequestSpec>,
     /// A deterministic request (`temperature: 0`) that a caching gateway may answer from cache.
     pub cacheable: Arc<RequestSpec>,
+    /// For targets configured with the limited key: the same chat request on the priced model,
+    /// with the unlimited key and with the limited one.
+    pub limited: Option<(Arc<RequestSpec>, Arc<RequestSpec>)>,
 }
 
 /// The request body. The user message is 21 characters long so that the mock's answer is
@@ -247,8 +284,17 @@ pub fn cacheable_body(model: &str) -> Bytes {
 }
 
 fn spec_for(t: &TargetSpec, model: &str, stream: bool) -> Arc<RequestSpec> {
+    spec_with(t, &t.headers, model, stream)
+}
+
+fn spec_with(
+    t: &TargetSpec,
+    headers: &[(String, String)],
+    model: &str,
+    stream: bool,
+) -> Arc<RequestSpec> {
     let mut h = HeaderMap::new();
-    for (k, v) in &t.headers {
+    for (k, v) in headers {
         if let (Ok(k), Ok(v)) = (
             HeaderName::from_bytes(k.as_bytes()),
             HeaderValue::from_str(v),
@@ -392,6 +438,12 @@ pub async fn start_all(
                         c.body = cacheable_body(targets::CHAT_MODEL);
                         Arc::new(c)
                     },
+                    limited: spec.limited_headers.as_ref().map(|h| {
+                        (
+                            spec_for(&spec, targets::PRICED_MODEL, false),
+                            spec_with(&spec, h, targets::PRICED_MODEL, false),
+                        )
+                    }),
                     spec: *spec,
                     proc_,
                     pid,
@@ -479,6 +531,152 @@ pub async fn sequential(live: &[Live], k: &Knobs, progress: &Progress) -> Vec<Se
             }
         })
         .collect()
+}
+
+/// Median over pairs of (a - b); `None` without pairs.
+fn median_of_differences(a: &[f64], b: &[f64]) -> Option<f64> {
+    let mut d: Vec<f64> = a.iter().zip(b).map(|(a, b)| a - b).collect();
+    (!d.is_empty()).then(|| median(&mut d))
+}
+
+/// Whether a log holds a JSON line with `"event":"<event>"`.
+fn log_has_event(log: &str, event: &str) -> bool {
+    let needle = format!("\"event\":\"{event}\"");
+    log.lines().any(|l| l.contains(&needle))
+}
+
+/// One request: its status and whether it carried the rate-limit header.
+async fn probe(conn: &mut Conn, spec: &RequestSpec, timeout: Duration) -> Result<bool, String> {
+    match tokio::time::timeout(timeout, conn.send(spec)).await {
+        Err(_) => Err("timed out".into()),
+        Ok(Err(e)) => Err(e),
+        Ok(Ok(a)) if a.status == 200 => Ok(a.headers.contains_key(targets::RATELIMIT_HEADER)),
+        Ok(Ok(a)) => Err(format!(
+            "status {}: {}",
+            a.status,
+            String::from_utf8_lossy(&a.body[..a.body.len().min(300)])
+        )),
+    }
+}
+
+/// Issue 14: for every target configured with the limited key, sequential batches of the same
+/// request with the unlimited key and with the limited one, on one keep-alive connection, the
+/// two keys taking turns batch by batch (which one goes first alternates), so that drift of the
+/// machine hits both alike. Returns the index in `live` of each measured target.
+pub async fn limited_key(
+    live: &[Live],
+    k: &Knobs,
+    progress: &Progress,
+) -> Vec<(usize, LimitedKey)> {
+    let mut runs: Vec<(usize, Conn, LimitedKey)> = Vec::new();
+    for (i, l) in live.iter().enumerate() {
+        let Some((plain, limited)) = &l.limited else {
+            continue;
+        };
+        progress.set(&format!("{}: limited key: warming up", l.spec.name));
+        let mut conn = Conn::new(l.spec.addr());
+        let mut r = LimitedKey {
+            store: l.spec.limiter_store.clone().unwrap_or_default(),
+            model: targets::PRICED_MODEL.into(),
+            batches: k.seq_batches,
+            batch: k.seq_batch,
+            ..Default::default()
+        };
+        match (
+            probe(&mut conn, plain, k.timeout()).await,
+            probe(&mut conn, limited, k.timeout()).await,
+        ) {
+            (Ok(plain_headers), Ok(limited_headers)) => {
+                r.ratelimit_headers = limited_headers && !plain_headers;
+                if !r.ratelimit_headers {
+                    r.failed = Some(format!(
+                        "`{}` on the limited key's answer: {limited_headers}, on the unlimited key's: {plain_headers} (the key is not treated as limited)",
+                        targets::RATELIMIT_HEADER
+                    ));
+                }
+            }
+            (Err(e), _) => r.failed = Some(format!("unlimited key, priced model: {e}")),
+            (_, Err(e)) => r.failed = Some(format!("limited key: {e}")),
+        }
+        if r.failed.is_none() {
+            load::sequential(&mut conn, plain, 100, k.timeout()).await;
+            load::sequential(&mut conn, limited, 100, k.timeout()).await;
+        }
+        runs.push((i, conn, r));
+    }
+    let batch_us = |lat: &[Option<Duration>]| {
+        let mut us: Vec<f64> = lat
+            .iter()
+            .flatten()
+            .map(|d| d.as_secs_f64() * 1e6)
+            .collect();
+        (median(&mut us), lat.iter().filter(|x| x.is_none()).count())
+    };
+    for b in 0..k.seq_batches {
+        progress.set(&format!("limited key: batch {}/{}", b + 1, k.seq_batches));
+        for (i, conn, r) in runs.iter_mut().filter(|(_, _, r)| r.failed.is_none()) {
+            let (plain, limited) = live[*i].limited.as_ref().expect("limited requests");
+            for limited_turn in [b % 2 == 1, b % 2 == 0] {
+                let spec = if limited_turn { limited } else { plain };
+                let lat = load::sequential(conn, spec, k.seq_batch, k.timeout()).await;
+                let (m, errors) = batch_us(&lat);
+                if limited_turn {
+                    r.limited_batch_medians_us.push(m);
+                    r.limited_errors += errors;
+                } else {
+                    r.unlimited_batch_medians_us.push(m);
+                    r.errors += errors;
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for (i, mut conn, mut r) in runs {
+        let l = &live[i];
+        if r.failed.is_none() {
+            r.limited_added_us =
+                median_of_differences(&r.limited_batch_medians_us, &r.unlimited_batch_medians_us);
+            r.limited_p50_us = median(&mut r.limited_batch_medians_us.clone());
+            r.unlimited_p50_us = median(&mut r.unlimited_batch_medians_us.clone());
+            // Still limited at the end (a store that failed meanwhile lets requests through
+            // without the headers when `on_store_error` is `allow`).
+            match probe(
+                &mut conn,
+                &l.limited.as_ref().expect("limited requests").1,
+                k.timeout(),
+            )
+            .await
+            {
+                Ok(true) => {}
+                Ok(false) => {
+                    r.ratelimit_headers = false;
+                    r.failed = Some(format!(
+                        "the limited key's last answer had no `{}`",
+                        targets::RATELIMIT_HEADER
+                    ));
+                }
+                Err(e) => r.failed = Some(format!("limited key after the batches: {e}")),
+            }
+        }
+        r.per_isolate_fallback = l
+            .spec
+            .launch
+            .as_ref()
+            .and_then(|x| x.stdout_log.as_ref())
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .map(|log| log_has_event(&log, targets::PER_ISOLATE_EVENT));
+        if let Some(f) = &r.failed {
+            progress.note(&format!("{}: limited key: {f}", l.spec.name));
+        } else if r.per_isolate_fallback == Some(true) {
+            progress.note(&format!(
+                "{}: limited key: the Worker logged `{}`: no Durable Object, counters per isolate",
+                l.spec.name,
+                targets::PER_ISOLATE_EVENT
+            ));
+        }
+        out.push((i, r));
+    }
+    out
 }
 
 /// Cores' worth of CPU other processes may use during a measurement before it is repeated.
@@ -966,6 +1164,35 @@ mod tests {
         assert_eq!(median(&mut [4.0, 1.0, 2.0, 3.0]), 2.5);
         assert_eq!(median(&mut []), 0.0);
         assert_eq!(quantile(&mut [1.0, 2.0, 3.0, 4.0, 5.0], 1.0), 5.0);
+    }
+
+    #[test]
+    fn added_latency_is_the_median_of_paired_differences() {
+        // Pairs, not the difference of medians: (12-10, 30-11, 13-12) -> median 2.
+        assert_eq!(
+            median_of_differences(&[12.0, 30.0, 13.0], &[10.0, 11.0, 12.0]),
+            Some(2.0)
+        );
+        assert_eq!(median_of_differences(&[5.0, 7.0], &[6.0, 6.0]), Some(0.0));
+        // Extra batches on one side are left out.
+        assert_eq!(median_of_differences(&[4.0, 100.0], &[1.0]), Some(3.0));
+        assert_eq!(median_of_differences(&[], &[1.0]), None);
+    }
+
+    #[test]
+    fn the_per_isolate_line_is_found_only_as_an_event() {
+        let log =
+            "workerd starting\n{\"event\":\"limiter_per_isolate\",\"message\":\"no LIMITER\"}\n";
+        assert!(log_has_event(log, "limiter_per_isolate"));
+        assert!(!log_has_event(
+            "{\"event\":\"request\",\"path\":\"/v1/chat/completions\"}\n",
+            "limiter_per_isolate"
+        ));
+        assert!(!log_has_event(
+            "limiter_per_isolate mentioned in passing",
+            "limiter_per_isolate"
+        ));
+        assert!(!log_has_event("", "limiter_per_isolate"));
     }
 
     #[test]

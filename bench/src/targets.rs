@@ -14,6 +14,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
+use serde_json::json;
 
 /// Model names the bench sends (the mock's grammar): an ordinary answer, a 50-event stream, and
 /// a long stream to hold open.
@@ -26,6 +27,26 @@ pub const MODELS: &[&str] = &[CHAT_MODEL, STREAM_MODEL, HOLD_MODEL];
 
 pub const MOCK_KEY: &str = "sk-bench-mock-upstream";
 pub const CLIENT_KEY: &str = "sk-bench-client";
+
+/// A second client key, configured in `GATEWAY_CONFIG` `keys` of this project's targets with
+/// every kind of limit (issue 14), so each of its requests goes through the limiter's store
+/// (reserve before the upstream, settle after). The limits are far above anything the bench
+/// sends, so it is never refused: what is measured is the cost of the store calls.
+pub const LIMITED_KEY: &str = "sk-bench-limited";
+pub const LIMITED_KEY_ID: &str = "bench-limited";
+/// `printf %s sk-bench-limited | fly-fallback hash-key` (the start-up check fails if it is not:
+/// the key would be a 401).
+pub const LIMITED_KEY_SHA256: &str =
+    "ac8d55e868f20d2d95aeb3c850a7048e3e2917b9b651d3ef992d1aa86093f613";
+/// The model of the limited-key scenario (for both keys), priced in `GATEWAY_CONFIG` `prices`:
+/// a key with a budget may only use priced models. The other scenarios keep [`CHAT_MODEL`],
+/// which stays unpriced, so they run exactly as before.
+pub const PRICED_MODEL: &str = "bench-model-priced";
+pub const LIMITED_RPM: u64 = 100_000_000;
+pub const LIMITED_TPM: u64 = 1_000_000_000_000;
+pub const LIMITED_BUDGET_USD: u64 = 1_000_000;
+/// The header every answer to a key with `rpm` carries (the start-up check looks for it).
+pub const RATELIMIT_HEADER: &str = "x-ratelimit-limit-requests";
 pub const LITELLM_MASTER_KEY: &str = "sk-bench-litellm-master";
 
 /// Process groups started here, killed on exit or interruption.
@@ -72,6 +93,13 @@ pub struct TargetSpec {
     pub prefix: String,
     #[serde(skip)]
     pub headers: Vec<(String, String)>,
+    /// The headers of a client of the limited key ([`LIMITED_KEY`]), for targets configured
+    /// with it; `None` for the others.
+    #[serde(skip)]
+    pub limited_headers: Option<Vec<(String, String)>>,
+    /// Where that target keeps the limited key's counters (for the report).
+    #[serde(skip)]
+    pub limiter_store: Option<String>,
     #[serde(skip)]
     pub startup: Duration,
 }
@@ -221,6 +249,41 @@ fn bearer(key: &str) -> (String, String) {
     ("authorization".into(), format!("Bearer {key}"))
 }
 
+/// `GATEWAY_CONFIG` of this project's targets: the limited key (one limiter object:
+/// `shard_rpm` = `rpm`) and a price for [`PRICED_MODEL`]. The plain key of
+/// `GATEWAY_API_KEYS` ([`CLIENT_KEY`]) has no limits, as before.
+pub fn gateway_config() -> String {
+    json!({
+        "keys": [{
+            "id": LIMITED_KEY_ID,
+            "name": "bench: limited key (issue 14)",
+            "key_sha256": LIMITED_KEY_SHA256,
+            "rpm": LIMITED_RPM,
+            "tpm": LIMITED_TPM,
+            "budget_usd": {"amount": LIMITED_BUDGET_USD, "period": "day"},
+        }],
+        "limits": {"shard_rpm": LIMITED_RPM},
+        "prices": {PRICED_MODEL: {"input": 1.0, "output": 2.0}},
+    })
+    .to_string()
+}
+
+/// A Cap'n Proto text literal (the workerd config) holding `s`.
+fn capnp_text(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
 /// The targets, in report order. `names` filters them (empty: all).
 pub fn plan(paths: &Paths, mock_port: u16, names: &[String]) -> Vec<Planned> {
     let mock_v1 = format!("http://127.0.0.1:{mock_port}/v1");
@@ -236,6 +299,8 @@ pub fn plan(paths: &Paths, mock_port: u16, names: &[String]) -> Vec<Planned> {
             port: mock_port,
             prefix: "/v1".into(),
             headers: vec![bearer(MOCK_KEY)],
+            limited_headers: None,
+            limiter_store: None,
             startup: Duration::from_secs(5),
         })));
     }
@@ -260,6 +325,7 @@ pub fn plan(paths: &Paths, mock_port: u16, names: &[String]) -> Vec<Planned> {
                         ("UPSTREAM_BASE_URL".into(), mock_v1.clone()),
                         ("UPSTREAM_API_KEY".into(), MOCK_KEY.into()),
                         ("GATEWAY_API_KEYS".into(), CLIENT_KEY.into()),
+                        ("GATEWAY_CONFIG".into(), gateway_config()),
                         ("PORT".into(), port.to_string()),
                         ("BIND_ADDR".into(), "127.0.0.1".into()),
                     ],
@@ -270,6 +336,8 @@ pub fn plan(paths: &Paths, mock_port: u16, names: &[String]) -> Vec<Planned> {
                 port,
                 prefix: "/v1".into(),
                 headers: vec![bearer(CLIENT_KEY)],
+                limited_headers: Some(vec![bearer(LIMITED_KEY)]),
+                limiter_store: Some("in-process counters (no REDIS_URL)".into()),
                 startup: Duration::from_secs(10),
             })));
         }
@@ -319,6 +387,8 @@ pub fn plan(paths: &Paths, mock_port: u16, names: &[String]) -> Vec<Planned> {
                     ("x-portkey-provider".into(), "openai".into()),
                     ("x-portkey-custom-host".into(), mock_v1.clone()),
                 ],
+                limited_headers: None,
+                limiter_store: None,
                 startup: Duration::from_secs(30),
             })));
         }
@@ -370,6 +440,8 @@ pub fn plan(paths: &Paths, mock_port: u16, names: &[String]) -> Vec<Planned> {
                 port,
                 prefix: "/v1".into(),
                 headers: vec![bearer(LITELLM_MASTER_KEY)],
+                limited_headers: None,
+                limiter_store: None,
                 startup: Duration::from_secs(120),
             })));
         }
@@ -485,19 +557,18 @@ fn workerd_target(paths: &Paths, mock_v1: &str) -> Result<TargetSpec, String> {
         fs::copy(f, dir.join(&name)).map_err(|e| format!("{}: {e}", f.display()))?;
         modules.push(format!("(name = \"{name}\", {kind} = embed \"{name}\")"));
     }
-    let text = |k: &str, v: &str| format!("(name = \"{k}\", text = \"{v}\")");
-    let config = format!(
-        "using Workerd = import \"/workerd/workerd.capnp\";\n\
-         const config :Workerd.Config = (\n  services = [\n    (name = \"main\", worker = .gateway),\n    \
-         (name = \"internet\", network = (allow = [\"public\", \"private\", \"local\"])),\n  ],\n  \
-         sockets = [ (name = \"http\", address = \"127.0.0.1:{port}\", http = (), service = \"main\") ],\n);\n\
-         const gateway :Workerd.Worker = (\n  modules = [\n    {}\n  ],\n  compatibilityDate = \"{date}\",\n  \
-         compatibilityFlags = [{}],\n  bindings = [\n    {},\n    {},\n    {}\n  ],\n);\n",
-        modules.join(",\n    "),
-        flags.iter().map(|f| format!("\"{f}\"")).collect::<Vec<_>>().join(", "),
-        text("UPSTREAM_BASE_URL", mock_v1),
-        text("UPSTREAM_API_KEY", MOCK_KEY),
-        text("GATEWAY_API_KEYS", CLIENT_KEY),
+    let text = |k: &str, v: &str| format!("(name = {}, text = {})", capnp_text(k), capnp_text(v));
+    let config = workerd_config(
+        port,
+        &modules,
+        &date,
+        &flags,
+        &[
+            text("UPSTREAM_BASE_URL", mock_v1),
+            text("UPSTREAM_API_KEY", MOCK_KEY),
+            text("GATEWAY_API_KEYS", CLIENT_KEY),
+            text("GATEWAY_CONFIG", &gateway_config()),
+        ],
     );
     let cfg = dir.join("config.capnp");
     fs::write(&cfg, config).map_err(|e| e.to_string())?;
@@ -518,8 +589,48 @@ fn workerd_target(paths: &Paths, mock_v1: &str) -> Result<TargetSpec, String> {
         port,
         prefix: "/v1".into(),
         headers: vec![bearer(CLIENT_KEY)],
+        limited_headers: Some(vec![bearer(LIMITED_KEY)]),
+        limiter_store: Some(format!(
+            "Durable Object `{LIMITER_CLASS}` bound as `{LIMITER_BINDING}` (workerd, in-memory storage)"
+        )),
         startup: Duration::from_secs(30),
     })
+}
+
+/// The Durable Object class of the limiter (exported by the bundle) and its binding's name, as
+/// in wrangler.toml.
+pub const LIMITER_CLASS: &str = "Limiter";
+pub const LIMITER_BINDING: &str = "LIMITER";
+/// The line the Worker logs when it has no `LIMITER` binding and counts per isolate instead.
+pub const PER_ISOLATE_EVENT: &str = "limiter_per_isolate";
+
+/// workerd's config: the bundle's modules, the settings as text bindings, and the limiter's
+/// Durable Object namespace (SQLite-backed as `new_sqlite_classes` in wrangler.toml makes it,
+/// stored in memory: a bench needs no data after it ends) bound as `LIMITER`.
+fn workerd_config(
+    port: u16,
+    modules: &[String],
+    date: &str,
+    flags: &[String],
+    text_bindings: &[String],
+) -> String {
+    let mut bindings: Vec<String> = text_bindings.to_vec();
+    bindings.push(format!(
+        "(name = \"{LIMITER_BINDING}\", durableObjectNamespace = \"{LIMITER_CLASS}\")"
+    ));
+    format!(
+        "using Workerd = import \"/workerd/workerd.capnp\";\n\
+         const config :Workerd.Config = (\n  services = [\n    (name = \"main\", worker = .gateway),\n    \
+         (name = \"internet\", network = (allow = [\"public\", \"private\", \"local\"])),\n  ],\n  \
+         sockets = [ (name = \"http\", address = \"127.0.0.1:{port}\", http = (), service = \"main\") ],\n);\n\
+         const gateway :Workerd.Worker = (\n  modules = [\n    {}\n  ],\n  compatibilityDate = \"{date}\",\n  \
+         compatibilityFlags = [{}],\n  bindings = [\n    {}\n  ],\n  \
+         durableObjectNamespaces = [\n    (className = \"{LIMITER_CLASS}\", uniqueKey = \"ai-edge-gateway-limiter\", enableSql = true)\n  ],\n  \
+         durableObjectStorage = (inMemory = void),\n);\n",
+        modules.join(",\n    "),
+        flags.iter().map(|f| format!("\"{f}\"")).collect::<Vec<_>>().join(", "),
+        bindings.join(",\n    "),
+    )
 }
 
 /// `compatibility_date` and `compatibility_flags` from wrangler.toml (simple one-line forms).
@@ -574,6 +685,53 @@ mod tests {
         );
         assert_eq!(wrangler_compat(&dir.join("absent.toml")).0, "2025-01-01");
         let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_gateway_config_has_one_limited_key_that_is_never_refused() {
+        let v: serde_json::Value = serde_json::from_str(&gateway_config()).unwrap();
+        let keys = v["keys"].as_array().unwrap();
+        assert_eq!(keys.len(), 1);
+        let k = &keys[0];
+        assert_eq!(k["id"], LIMITED_KEY_ID);
+        let digest = k["key_sha256"].as_str().unwrap();
+        assert_eq!(digest.len(), 64);
+        assert!(digest.chars().all(|c| c.is_ascii_hexdigit()));
+        // Every limit, each within what the gateway accepts, and one limiter object.
+        assert_eq!(k["rpm"], 100_000_000u64);
+        assert_eq!(k["tpm"], 1_000_000_000_000u64);
+        assert_eq!(k["budget_usd"]["amount"], 1_000_000u64);
+        assert_eq!(k["budget_usd"]["period"], "day");
+        assert_eq!(v["limits"]["shard_rpm"], k["rpm"]);
+        // The scenario's model is priced (a budgeted key may use no other); the others' is not.
+        assert!(v["prices"][PRICED_MODEL]["input"].is_number());
+        assert!(v["prices"].get(CHAT_MODEL).is_none());
+        assert_ne!(LIMITED_KEY, CLIENT_KEY);
+    }
+
+    #[test]
+    fn capnp_text_literals_escape_json() {
+        assert_eq!(capnp_text("plain"), "\"plain\"");
+        assert_eq!(capnp_text(r#"{"a":"b\\c"}"#), r#""{\"a\":\"b\\\\c\"}""#);
+        assert_eq!(capnp_text("a\nb"), "\"a\\nb\"");
+    }
+
+    #[test]
+    fn the_workerd_config_binds_the_limiter_durable_object() {
+        let c = workerd_config(
+            8787,
+            &["(name = \"index.js\", esModule = embed \"index.js\")".into()],
+            "2026-01-01",
+            &[],
+            &["(name = \"A\", text = \"b\")".into()],
+        );
+        assert!(c.contains("(name = \"LIMITER\", durableObjectNamespace = \"Limiter\")"));
+        assert!(c.contains(
+            "(className = \"Limiter\", uniqueKey = \"ai-edge-gateway-limiter\", enableSql = true)"
+        ));
+        assert!(c.contains("durableObjectStorage = (inMemory = void)"));
+        assert!(c.contains("(name = \"A\", text = \"b\"),\n    (name = \"LIMITER\""));
+        assert!(c.contains("address = \"127.0.0.1:8787\""));
     }
 
     #[test]
