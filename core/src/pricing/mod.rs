@@ -199,7 +199,8 @@ impl PriceTable {
     pub fn builtin() -> PriceTable {
         // The catalogue is checked by a unit test; a broken one would price nothing rather
         // than take the gateway down.
-        let parsed: Catalogue = match serde_json::from_str(CATALOGUE) {
+        // From bytes, as the gateway reads all JSON (one parser in the Worker's bundle).
+        let parsed: Catalogue = match serde_json::from_slice(CATALOGUE.as_bytes()) {
             Ok(c) => c,
             Err(_) => Catalogue {
                 models: BTreeMap::new(),
