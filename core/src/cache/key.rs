@@ -151,8 +151,9 @@ pub fn canonical(v: &Value, out: &mut Vec<u8>) {
             out.push(b']');
         }
         Value::Object(m) => {
-            let mut keys: Vec<&String> = m.keys().collect();
-            keys.sort();
+            // The same sort as `canonical_body` (one copy of its code in the Worker).
+            let mut keys: Vec<&str> = m.keys().map(String::as_str).collect();
+            keys.sort_unstable();
             out.push(b'{');
             for (i, k) in keys.iter().enumerate() {
                 if i > 0 {
@@ -160,7 +161,7 @@ pub fn canonical(v: &Value, out: &mut Vec<u8>) {
                 }
                 string(k, out);
                 out.push(b':');
-                if let Some(x) = m.get(k.as_str()) {
+                if let Some(x) = m.get(*k) {
                     canonical(x, out);
                 }
             }

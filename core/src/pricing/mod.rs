@@ -206,11 +206,14 @@ impl PriceTable {
                 models: BTreeMap::new(),
             },
         };
-        let models = parsed
-            .models
-            .iter()
-            .filter_map(|(m, c)| Some((m.clone(), price_of(m, c).ok()?)))
-            .collect();
+        // Inserted one by one: collecting into a map would sort its entries first, and add
+        // sort code to the Worker for entries that come sorted anyway.
+        let mut models = BTreeMap::new();
+        for (m, c) in &parsed.models {
+            if let Ok(p) = price_of(m, c) {
+                models.insert(m.clone(), p);
+            }
+        }
         PriceTable { models }
     }
 
