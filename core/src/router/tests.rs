@@ -135,3 +135,16 @@ fn a_failing_store_rests_for_the_backoff_and_is_reported_once() {
     assert_eq!(r.store_result(true, rested), Some(StoreChange::Up));
     assert_eq!(r.store_result(true, rested), None);
 }
+
+#[test]
+fn a_probe_change_is_one_compact_json_line() {
+    let change = ProbeChange {
+        upstream: "eu".into(),
+        down: true,
+        detail: "status 503 \"busy\"".into(),
+    };
+    assert_eq!(
+        change.to_line(UnixMillis(1_764_237_600_000)),
+        r#"{"detail":"status 503 \"busy\"","event":"upstream_down","time":"2025-11-27T10:00:00.000Z","upstream":"eu"}"#
+    );
+}
