@@ -35,8 +35,7 @@ fn table(env: &Env, name: &str) -> Option<String> {
         return None;
     }
     let text = js_sys::JSON::stringify(&v).ok()?.as_string()?;
-    let value: serde_json::Value = serde_json::from_slice(text.as_bytes()).ok()?;
-    serde_json::to_string(&value).ok()
+    gateway_core::config::sorted_json(&text)
 }
 
 pub fn gateway(env: &Env) -> Result<Arc<Gateway>, ConfigError> {

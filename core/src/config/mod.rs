@@ -395,6 +395,14 @@ impl Settings {
     }
 }
 
+/// JSON text with every object's keys in order (`None` when it is not JSON): how the Worker
+/// turns a `[vars]` table, which JavaScript writes back as JSON, into `GATEWAY_CONFIG`. Here
+/// rather than in the Worker so that the Worker's bundle holds one copy of serde_json's code.
+pub fn sorted_json(text: &str) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_slice(text.as_bytes()).ok()?;
+    serde_json::to_string(&value).ok()
+}
+
 impl GatewayConfig {
     pub fn parse(raw: &str) -> Result<GatewayConfig, ConfigError> {
         // From bytes like every other JSON the gateway reads: one copy of the parser in the
@@ -490,6 +498,18 @@ mod tests {
 
     fn setting_of(err: ConfigError) -> String {
         err.setting
+    }
+
+    #[test]
+    fn sorted_json_orders_keys_at_every_level() {
+        assert_eq!(
+            sorted_json(
+                r#"{"routing": {"max_attempts": 2, "breaker": {}}, "cache": {"enabled": false}}"#
+            )
+            .as_deref(),
+            Some(r#"{"cache":{"enabled":false},"routing":{"breaker":{},"max_attempts":2}}"#)
+        );
+        assert_eq!(sorted_json("{"), None);
     }
 
     #[test]
