@@ -66,6 +66,19 @@ pub struct ProbeSnapshot {
     pub upstreams: Vec<ProbeEntry>,
 }
 
+impl ProbeSnapshot {
+    /// The snapshot as JSON, as it is shared. (De)serialized here rather than by the Worker so
+    /// that the Worker's bundle holds one copy of serde_json's code.
+    pub fn to_json(&self) -> Option<Vec<u8>> {
+        serde_json::to_vec(self).ok()
+    }
+
+    /// A shared snapshot; `None` when `bytes` is not one.
+    pub fn from_json(bytes: &[u8]) -> Option<ProbeSnapshot> {
+        serde_json::from_slice(bytes).ok()
+    }
+}
+
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
 pub struct ProbeEntry {
     pub name: String,
