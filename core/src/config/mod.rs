@@ -265,6 +265,15 @@ impl Settings {
         platform: Platform,
         lookup: impl Fn(&str) -> Option<String>,
     ) -> Result<Settings, ConfigError> {
+        Settings::read(platform, &lookup)
+    }
+
+    /// [`Settings::from_lookup_on`], compiled once in this crate: generic, its body would be
+    /// compiled again in the Worker's crate with second copies of what it uses.
+    fn read(
+        platform: Platform,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Settings, ConfigError> {
         let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
 
         let config = match get(names::GATEWAY_CONFIG) {
@@ -298,7 +307,7 @@ impl Settings {
                         ),
                     ));
                 }
-                upstreams::resolve(list, &lookup)?
+                upstreams::resolve(list, lookup)?
             }
             None => vec![single_upstream(&get)?],
         };
