@@ -65,7 +65,7 @@ pub fn rewrite(body: &[u8], model: Option<&str>, include_usage: bool) -> Option<
             "stream_options" if include_usage => {
                 saw_options = true;
                 let mut opts: serde_json::Map<String, serde_json::Value> =
-                    serde_json::from_str(value.get()).unwrap_or_default();
+                    serde_json::from_slice(value.get().as_bytes()).unwrap_or_default();
                 opts.insert("include_usage".into(), serde_json::Value::Bool(true));
                 let v = serde_json::to_vec(&opts).ok()?;
                 push_field(&mut out, key, &v);

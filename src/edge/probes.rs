@@ -40,7 +40,7 @@ pub fn refresh(env: &Env, ctx: &Context) {
 async fn read(env: &Env) -> Option<ProbeSnapshot> {
     let kv = env.kv(kv_cache::BINDING).ok()?;
     let bytes = kv.get(KEY).bytes().await.ok()??;
-    serde_json::from_slice(&bytes).ok()
+    ProbeSnapshot::from_json(&bytes)
 }
 
 async fn probe(gw: &Gateway, i: usize) -> Option<Result<u16, TransportError>> {
@@ -89,7 +89,7 @@ async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
     let Ok(kv) = env.kv(kv_cache::BINDING) else {
         return;
     };
-    if let Ok(bytes) = serde_json::to_vec(&snapshot) {
+    if let Some(bytes) = snapshot.to_json() {
         if let Ok(put) = kv.put_bytes(KEY, &bytes) {
             let _ = put.execute().await;
         }

@@ -22,9 +22,20 @@ fn lookup(env: &Env, name: &str) -> Option<String> {
     if let Ok(v) = env.secret(name) {
         return Some(v.to_string());
     }
-    env.object_var::<serde_json::Value>(name)
-        .ok()
-        .map(|v| v.to_string())
+    table(env, name)
+}
+
+/// A `[vars]` table as JSON text, the same text `env.object_var::<serde_json::Value>` gave
+/// (keys sorted by `Value`), without the JavaScript-value deserializer that it adds to the
+/// bundle: JavaScript writes the JSON, `Value` puts it in order.
+fn table(env: &Env, name: &str) -> Option<String> {
+    let v = js_sys::Reflect::get(env, &name.into()).ok()?;
+    // What `object_var` accepts: a plain object (not an array, a number or nothing).
+    if !v.is_object() || js_sys::Object::from(v.clone()).constructor().name() != "Object" {
+        return None;
+    }
+    let text = js_sys::JSON::stringify(&v).ok()?.as_string()?;
+    gateway_core::config::sorted_json(&text)
 }
 
 pub fn gateway(env: &Env) -> Result<Arc<Gateway>, ConfigError> {

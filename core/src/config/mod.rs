@@ -265,6 +265,15 @@ impl Settings {
         platform: Platform,
         lookup: impl Fn(&str) -> Option<String>,
     ) -> Result<Settings, ConfigError> {
+        Settings::read(platform, &lookup)
+    }
+
+    /// [`Settings::from_lookup_on`], compiled once in this crate: generic, its body would be
+    /// compiled again in the Worker's crate with second copies of what it uses.
+    fn read(
+        platform: Platform,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Settings, ConfigError> {
         let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
 
         let config = match get(names::GATEWAY_CONFIG) {
@@ -298,7 +307,7 @@ impl Settings {
                         ),
                     ));
                 }
-                upstreams::resolve(list, &lookup)?
+                upstreams::resolve(list, lookup)?
             }
             None => vec![single_upstream(&get)?],
         };
@@ -395,9 +404,20 @@ impl Settings {
     }
 }
 
+/// JSON text with every object's keys in order (`None` when it is not JSON): how the Worker
+/// turns a `[vars]` table, which JavaScript writes back as JSON, into `GATEWAY_CONFIG`. Here
+/// rather than in the Worker so that the Worker's bundle holds one copy of serde_json's code.
+pub fn sorted_json(text: &str) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_slice(text.as_bytes()).ok()?;
+    serde_json::to_string(&value).ok()
+}
+
 impl GatewayConfig {
     pub fn parse(raw: &str) -> Result<GatewayConfig, ConfigError> {
-        serde_json::from_str(raw).map_err(|e| config_error(names::GATEWAY_CONFIG, e.to_string()))
+        // From bytes like every other JSON the gateway reads: one copy of the parser in the
+        // Worker's bundle rather than a second one for `&str` (same results on a `&str`).
+        serde_json::from_slice(raw.as_bytes())
+            .map_err(|e| config_error(names::GATEWAY_CONFIG, e.to_string()))
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -487,6 +507,18 @@ mod tests {
 
     fn setting_of(err: ConfigError) -> String {
         err.setting
+    }
+
+    #[test]
+    fn sorted_json_orders_keys_at_every_level() {
+        assert_eq!(
+            sorted_json(
+                r#"{"routing": {"max_attempts": 2, "breaker": {}}, "cache": {"enabled": false}}"#
+            )
+            .as_deref(),
+            Some(r#"{"cache":{"enabled":false},"routing":{"breaker":{},"max_attempts":2}}"#)
+        );
+        assert_eq!(sorted_json("{"), None);
     }
 
     #[test]

@@ -433,7 +433,14 @@ pub(super) fn resolve(
                     "models is empty (leave it out to serve every model)".into(),
                 ))
             }
-            Some(m) => Some(m.iter().map(|s| s.trim().to_string()).collect()),
+            // Inserted one by one: collecting into a set would add sort code to the Worker.
+            Some(m) => {
+                let mut set = BTreeSet::new();
+                for s in m {
+                    set.insert(s.trim().to_string());
+                }
+                Some(set)
+            }
         };
         let mut headers = http::HeaderMap::with_capacity(u.headers.len());
         for (name, value) in &u.headers {

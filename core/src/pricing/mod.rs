@@ -199,17 +199,21 @@ impl PriceTable {
     pub fn builtin() -> PriceTable {
         // The catalogue is checked by a unit test; a broken one would price nothing rather
         // than take the gateway down.
-        let parsed: Catalogue = match serde_json::from_str(CATALOGUE) {
+        // From bytes, as the gateway reads all JSON (one parser in the Worker's bundle).
+        let parsed: Catalogue = match serde_json::from_slice(CATALOGUE.as_bytes()) {
             Ok(c) => c,
             Err(_) => Catalogue {
                 models: BTreeMap::new(),
             },
         };
-        let models = parsed
-            .models
-            .iter()
-            .filter_map(|(m, c)| Some((m.clone(), price_of(m, c).ok()?)))
-            .collect();
+        // Inserted one by one: collecting into a map would sort its entries first, and add
+        // sort code to the Worker for entries that come sorted anyway.
+        let mut models = BTreeMap::new();
+        for (m, c) in &parsed.models {
+            if let Ok(p) = price_of(m, c) {
+                models.insert(m.clone(), p);
+            }
+        }
         PriceTable { models }
     }
 

@@ -69,6 +69,19 @@ pub struct ProbeSnapshot {
     pub upstreams: Vec<ProbeEntry>,
 }
 
+impl ProbeSnapshot {
+    /// The snapshot as JSON, as it is shared. (De)serialized here rather than by the Worker so
+    /// that the Worker's bundle holds one copy of serde_json's code.
+    pub fn to_json(&self) -> Option<Vec<u8>> {
+        serde_json::to_vec(self).ok()
+    }
+
+    /// A shared snapshot; `None` when `bytes` is not one.
+    pub fn from_json(bytes: &[u8]) -> Option<ProbeSnapshot> {
+        serde_json::from_slice(bytes).ok()
+    }
+}
+
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
 pub struct ProbeEntry {
     pub name: String,
@@ -94,13 +107,15 @@ pub struct ProbeChange {
 impl ProbeChange {
     /// The log line for it: one JSON object, like the request lines.
     pub fn to_line(&self, at: UnixMillis) -> String {
-        serde_json::json!({
+        let line = serde_json::json!({
             "time": crate::log::format_time(at.as_millis()),
             "event": if self.down { "upstream_down" } else { "upstream_up" },
             "upstream": self.upstream,
             "detail": self.detail,
-        })
-        .to_string()
+        });
+        // The same text as `line.to_string()`, through the serializer every other JSON goes
+        // through (`Value`'s `Display` would add two more copies of it to the Worker).
+        serde_json::to_string(&line).unwrap_or_default()
     }
 }
 

@@ -135,3 +135,40 @@ fn a_failing_store_rests_for_the_backoff_and_is_reported_once() {
     assert_eq!(r.store_result(true, rested), Some(StoreChange::Up));
     assert_eq!(r.store_result(true, rested), None);
 }
+
+#[test]
+fn a_probe_change_is_one_compact_json_line() {
+    let change = ProbeChange {
+        upstream: "eu".into(),
+        down: true,
+        detail: "status 503 \"busy\"".into(),
+    };
+    assert_eq!(
+        change.to_line(UnixMillis(1_764_237_600_000)),
+        r#"{"detail":"status 503 \"busy\"","event":"upstream_down","time":"2025-11-27T10:00:00.000Z","upstream":"eu"}"#
+    );
+}
+
+#[test]
+fn a_probe_snapshot_round_trips_through_its_json() {
+    let snapshot = ProbeSnapshot {
+        upstreams: vec![ProbeEntry {
+            name: "eu".into(),
+            down: true,
+            failures: 3,
+            successes: 0,
+            ok: Some(false),
+            detail: Some("status 503".into()),
+            at_ms: Some(1_764_237_600_000),
+        }],
+    };
+    let json = snapshot.to_json().unwrap();
+    assert_eq!(ProbeSnapshot::from_json(&json), Some(snapshot));
+    assert_eq!(ProbeSnapshot::from_json(b"not json"), None);
+    // Counts written before they existed read as zero.
+    let old = br#"{"upstreams":[{"name":"eu","down":false,"ok":true,"detail":null,"at_ms":1}]}"#;
+    assert_eq!(
+        ProbeSnapshot::from_json(old).unwrap().upstreams[0].failures,
+        0
+    );
+}

@@ -83,18 +83,21 @@ fn error(at: &str, message: impl std::fmt::Display) -> ConfigError {
 
 /// The design's tiers.
 pub(super) fn default_tiers() -> TiersConfig {
-    let tier = |name: &str, models: &[&str]| {
-        (
+    // Inserted one by one: `BTreeMap::from` sorts and bulk-builds, code the Worker needs for
+    // nothing else (inserts are what parsing `tiers` does anyway).
+    let mut tiers = BTreeMap::new();
+    for (name, models) in [
+        ("high-quality", &["gpt-4.1", "claude-sonnet-4-5"][..]),
+        ("balanced", &["gemini-2.5-flash", "claude-sonnet-4-5"]),
+        ("cost-effective", &["deepseek-v3.2", "gemini-2.5-flash"]),
+        ("ultra-cheap", &["deepseek-v3.2"]),
+    ] {
+        tiers.insert(
             name.to_string(),
             models.iter().map(|m| m.to_string()).collect(),
-        )
-    };
-    BTreeMap::from([
-        tier("high-quality", &["gpt-4.1", "claude-sonnet-4-5"]),
-        tier("balanced", &["gemini-2.5-flash", "claude-sonnet-4-5"]),
-        tier("cost-effective", &["deepseek-v3.2", "gemini-2.5-flash"]),
-        tier("ultra-cheap", &["deepseek-v3.2"]),
-    ])
+        );
+    }
+    tiers
 }
 
 /// The design's rules, built directly so that [`Selector::default`] cannot fail; a test checks
