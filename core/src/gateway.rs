@@ -215,7 +215,24 @@ impl Gateway {
                 Some(body) => Ok(Plan::Reply(Reply {
                     status: 200,
                     content_type: "application/json",
-                    body: body.clone(),
+                    // A key limited to some models sees those only.
+                    body: match admitted
+                        .policy
+                        .as_ref()
+                        .filter(|p| p.models.is_restricted())
+                    {
+                        Some(p) => {
+                            let mine: Vec<ModelEntry> = self
+                                .settings
+                                .models
+                                .iter()
+                                .filter(|m| p.models.allows_model(&m.id))
+                                .cloned()
+                                .collect();
+                            models_json(&mine)
+                        }
+                        None => body.clone(),
+                    },
                 })),
                 None => Ok(Plan::Forward(Forward {
                     method: "GET",

@@ -96,6 +96,7 @@ impl Exchange {
                     &settings.prices,
                     &self.body,
                     &self.headers,
+                    admitted.policy.as_ref().map(|p| &p.models),
                 );
                 match answer {
                     Ok(body) => {

@@ -387,3 +387,51 @@ fn after_a_store_failure_the_store_rests_and_requests_do_not_wait_for_it() {
     );
     assert_eq!(out.header("x-ratelimit-limit-requests"), Some("100"));
 }
+
+#[test]
+fn the_model_list_and_the_estimate_show_a_key_only_what_it_may_use() {
+    let cfg = config(r#","models":["m2","tier:t"]"#).replacen(
+        r#""routing""#,
+        r#""models":[{"id":"m"},{"id":"m2"}],"routing""#,
+        1,
+    );
+    let mut sim = Sim::new(&cfg);
+    let ex = sim.start("GET", "/v1/models", &[("authorization", TEAM)]);
+    let out = sim.drive(ex, ClientBody::Never, &Up::Silent);
+    let ids: Vec<String> = json(&out.body)["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids, ["m2"]);
+    // A plain key sees every configured model.
+    let ex = sim.start("GET", "/v1/models", &[("authorization", "Bearer client-1")]);
+    let out = sim.drive(ex, ClientBody::Never, &Up::Silent);
+    assert_eq!(json(&out.body)["data"].as_array().unwrap().len(), 2);
+
+    let estimate = |sim: &mut Sim, body: &'static [u8]| {
+        let ex = sim.start(
+            "POST",
+            "/v1/gateway/estimate",
+            &[
+                ("authorization", TEAM),
+                ("content-type", "application/json"),
+            ],
+        );
+        sim.drive(ex, ClientBody::After(0, body), &Up::Silent)
+    };
+    let out = estimate(&mut sim, br#"{"model":"tier:t","prompt_tokens":10}"#);
+    assert_eq!(out.status, 200);
+    assert_eq!(
+        json(&out.body)["model"],
+        "m2",
+        "the tier's model the key may use"
+    );
+    let out = estimate(&mut sim, br#"{"model":"m","prompt_tokens":10}"#);
+    assert_eq!(out.status, 404);
+    assert_eq!(out.code(), "model_not_found");
+    let out = estimate(&mut sim, br#"{"model":"auto","prompt_tokens":10}"#);
+    assert_eq!(out.status, 404);
+    assert!(sim.sends.is_empty());
+}

@@ -103,6 +103,11 @@ impl ModelAllow {
         }
     }
 
+    /// Whether a `models` list limits the key (without one, every model is allowed).
+    pub fn is_restricted(&self) -> bool {
+        self.patterns.is_some()
+    }
+
     /// The list as configured, for `GET /v1/gateway/key` (None: every model).
     pub fn describe(&self) -> Option<Vec<String>> {
         let patterns = self.patterns.as_ref()?;

@@ -225,6 +225,7 @@ pub(super) fn estimate_answer(
     prices: &PriceTable,
     body: &[u8],
     headers: &HeaderMap,
+    allow: Option<&crate::limits::ModelAllow>,
 ) -> Result<Bytes, GatewayError> {
     let value: Value = serde_json::from_slice(body).map_err(|e| GatewayError::MalformedJson {
         detail: e.to_string(),
@@ -244,11 +245,18 @@ pub(super) fn estimate_answer(
             ))
         }
     };
+    // A key answered as the request itself would be: only what it may use.
+    if allow.is_some_and(|a| !a.allows_request(requested)) {
+        return Err(GatewayError::ModelNotAllowed {
+            model: requested.chars().take(100).collect(),
+        });
+    }
     let hints = Hints::from_headers(headers)?;
     let estimate = tokens(&body, selector.default_max_output_tokens())?;
+    let allowed = |m: &str| allow.is_none_or(|a| a.allows_model(m));
 
     let choice = if selector.is_selection(requested) {
-        Some(selector.select(prices, requested, &hints, &estimate, &|_| true)?)
+        Some(selector.select(prices, requested, &hints, &estimate, &allowed)?)
     } else {
         None
     };

@@ -172,6 +172,10 @@ pub fn estimate_tokens(
 /// are decimal strings of dollars so that no float rounds them. An unpriced model has
 /// `"priced": false` and `"cost_usd": null`.
 ///
+/// With `allow` (the calling key's `models`), the answer is the one its request would get:
+/// a model or alias it may not use is a 404 `model_not_found`, and `auto` and tiers choose
+/// among its models only.
+///
 /// Errors (400): a body that is not a JSON object, no `model`, none of `messages`, `prompt`,
 /// `input` and `prompt_tokens` (`param` `messages`), a token count that is not a whole number
 /// from 0 up, a bad hint header, an unknown tier.
@@ -180,6 +184,7 @@ pub fn estimate_answer(
     prices: &PriceTable,
     body: &[u8],
     headers: &HeaderMap,
+    allow: Option<&crate::limits::ModelAllow>,
 ) -> Result<Bytes, GatewayError> {
-    estimate::estimate_answer(selector, prices, body, headers)
+    estimate::estimate_answer(selector, prices, body, headers, allow)
 }

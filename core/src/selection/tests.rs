@@ -995,6 +995,7 @@ fn answer(body: Value, pairs: &[(&str, &str)]) -> Value {
         &PriceTable::builtin(),
         body.to_string().as_bytes(),
         &headers(pairs),
+        None,
     )
     .unwrap();
     serde_json::from_slice(&bytes).unwrap()
@@ -1006,6 +1007,7 @@ fn answer_error(body: &[u8], pairs: &[(&str, &str)]) -> GatewayError {
         &PriceTable::builtin(),
         body,
         &headers(pairs),
+        None,
     )
     .unwrap_err()
 }
