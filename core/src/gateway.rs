@@ -79,6 +79,10 @@ pub enum Plan {
     Estimate,
     /// `GET /v1/gateway/key`: the key's limits and what is left of them (needs the limiter).
     Key,
+    /// `GET /v1/gateway/summary` (built from the router's tally).
+    Summary,
+    /// `GET /dashboard`: the page, with its own security headers.
+    Dashboard,
 }
 
 /// How an upstream response body travels back to the client.
@@ -244,6 +248,8 @@ impl Gateway {
             },
             Route::Status => Ok(Plan::Status),
             Route::Key => Ok(Plan::Key),
+            Route::Summary => Ok(Plan::Summary),
+            Route::Dashboard => Ok(Plan::Dashboard),
             Route::Estimate => Ok(Plan::Estimate),
             route => {
                 let req = validate::validate(route, body)?;

@@ -20,9 +20,11 @@
     )
 )]
 
+pub mod analytics;
 pub mod auth;
 pub mod cache;
 pub mod config;
+pub mod dashboard;
 pub mod error;
 pub mod exchange;
 pub mod gateway;
@@ -30,6 +32,7 @@ pub mod geo;
 pub mod headers;
 pub mod limits;
 pub mod log;
+pub mod metrics;
 pub mod pricing;
 pub mod request_id;
 pub mod rewrite;

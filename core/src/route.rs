@@ -15,6 +15,11 @@ pub enum Route {
     Estimate,
     /// `GET /v1/gateway/key`: the calling key's id, models, limits and what is left of them.
     Key,
+    /// `GET /v1/gateway/summary`: what this instance has served (requests, errors, failovers,
+    /// cache, spend), for the dashboard.
+    Summary,
+    /// `GET /dashboard`: the dashboard's page (public: it holds no data; it asks for a key).
+    Dashboard,
 }
 
 impl Route {
@@ -26,7 +31,7 @@ impl Route {
             Route::ChatCompletions => "/chat/completions",
             Route::Completions => "/completions",
             Route::Embeddings => "/embeddings",
-            Route::Status | Route::Estimate | Route::Key => "",
+            Route::Status | Route::Estimate | Route::Key | Route::Summary | Route::Dashboard => "",
         }
     }
 
@@ -44,7 +49,7 @@ impl Route {
     }
 
     pub fn requires_auth(self) -> bool {
-        !matches!(self, Route::Health)
+        !matches!(self, Route::Health | Route::Dashboard)
     }
 
     fn method(self) -> &'static str {
@@ -72,6 +77,8 @@ pub fn resolve(method: &str, path: &str) -> Result<Route, GatewayError> {
         "/v1/gateway/status" => Route::Status,
         "/v1/gateway/estimate" => Route::Estimate,
         "/v1/gateway/key" => Route::Key,
+        "/v1/gateway/summary" => Route::Summary,
+        "/dashboard" => Route::Dashboard,
         _ => {
             return Err(GatewayError::NotFound {
                 method: method.to_string(),

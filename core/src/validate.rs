@@ -141,7 +141,13 @@ pub fn validate(route: Route, bytes: &[u8]) -> Result<InferenceRequest, GatewayE
                 ))
             }
         },
-        Route::Health | Route::Models | Route::Status | Route::Estimate | Route::Key => {}
+        Route::Health
+        | Route::Models
+        | Route::Status
+        | Route::Estimate
+        | Route::Key
+        | Route::Summary
+        | Route::Dashboard => {}
     }
 
     Ok(InferenceRequest {

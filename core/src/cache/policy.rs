@@ -149,7 +149,13 @@ pub fn check_request(
     match route {
         Route::Embeddings => return Ok(()),
         Route::ChatCompletions | Route::Completions => {}
-        Route::Health | Route::Models | Route::Status | Route::Estimate | Route::Key => {
+        Route::Health
+        | Route::Models
+        | Route::Status
+        | Route::Estimate
+        | Route::Key
+        | Route::Summary
+        | Route::Dashboard => {
             return Err(BypassReason::Route)
         }
     }

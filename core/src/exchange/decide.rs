@@ -70,6 +70,35 @@ impl Exchange {
                 });
             }
             Plan::Key => self.key_info(),
+            Plan::Dashboard => {
+                let mut headers = crate::dashboard::headers();
+                headers.insert(headers::REQUEST_ID, self.request_id.clone());
+                self.step = Step::Respond(Response {
+                    status: 200,
+                    headers,
+                    body: ResponseBody::Full(crate::dashboard::body()),
+                    prefix: Bytes::new(),
+                    store_on_end: false,
+                });
+            }
+            Plan::Summary => {
+                let summary = router.summary(self.gw.settings(), self.gw.runtime(), now.unix);
+                let body = serde_json::to_vec(&summary).unwrap_or_default();
+                let mut headers = HeaderMap::with_capacity(3);
+                headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                headers.insert(
+                    http::header::CACHE_CONTROL,
+                    HeaderValue::from_static("no-store"),
+                );
+                headers.insert(headers::REQUEST_ID, self.request_id.clone());
+                self.step = Step::Respond(Response {
+                    status: 200,
+                    headers,
+                    body: ResponseBody::Full(Bytes::from(body)),
+                    prefix: Bytes::new(),
+                    store_on_end: false,
+                });
+            }
             Plan::Status => {
                 let status =
                     router.status(self.gw.settings(), self.gw.runtime(), now.instant, now.unix);

@@ -353,6 +353,16 @@ impl Router {
         }
     }
 
+    /// `GET /v1/gateway/summary`. (Placeholder until the tally lands.)
+    pub fn summary(
+        &self,
+        _settings: &Settings,
+        runtime: &'static str,
+        _unix: UnixMillis,
+    ) -> serde_json::Value {
+        serde_json::json!({ "object": "gateway.summary", "runtime": runtime })
+    }
+
     /// The outcome of a shared-store call. Returns a change worth one log line (down, back up).
     pub fn store_result(&mut self, ok: bool, now: Instant) -> Option<StoreChange> {
         self.store.result(ok, now, STORE_BACKOFF)

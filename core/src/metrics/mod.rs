@@ -1,0 +1,1 @@
+//! What an instance has served, counted from each request's log record.
