@@ -43,7 +43,7 @@ ensure_node_modules() {
   if [ -x "$ROOT/node_modules/node/bin/node" ] && [ -f "$stamp" ] && cmp -s "$ROOT/package-lock.json" "$stamp"; then
     return
   fi
-  say "installing npm packages (wrangler, Node 22, wasm-opt, openai)"
+  say "installing npm packages (wrangler, Node 22, wasm-opt, openai, playwright-core)"
   (cd "$ROOT" && npm install --no-audit --no-fund --loglevel=error)
   cp "$ROOT/package-lock.json" "$stamp"
 }
@@ -65,9 +65,20 @@ ensure_font() {
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq fonts-dejavu-core >/dev/null
 }
 
+# The dashboard's browser test drives Debian's chromium with playwright-core (from npm): no
+# browser build is downloaded, playwright's own installer is never run.
+ensure_chromium() {
+  command -v chromium >/dev/null 2>&1 && return
+  say "installing chromium from Debian's packages (for the dashboard's browser test)"
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+}
+
 ensure_all() {
   ensure_worker_tools
   ensure_node_modules
   ensure_redis
   ensure_font
+  ensure_chromium
 }

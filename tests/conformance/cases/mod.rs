@@ -17,6 +17,7 @@ mod auth;
 mod cache;
 mod chat;
 mod cost;
+mod dashboard;
 mod health;
 mod keys;
 mod lifecycle;
@@ -245,6 +246,11 @@ pub fn all() -> Vec<Case> {
         keys::keys_info_reports_the_keys_limits_and_what_is_left,
         keys::keys_without_rpm_or_tpm_get_no_ratelimit_headers,
         keys::keys_stream_tokens_are_settled_from_the_streams_usage,
+    ]);
+    // `<target>::dashboard::<case>`: the page, and the page in headless Chromium.
+    all.extend(cases![None, false, "dashboard";
+        dashboard::dashboard_page_is_public_html_with_a_hash_based_csp_and_no_other_host,
+        dashboard::dashboard_renders_changing_figures_in_headless_chromium,
     ]);
     all.extend(cases![Some("fly");
         lifecycle::fly_invalid_configuration_exits_2_naming_the_setting,
