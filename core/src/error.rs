@@ -314,6 +314,19 @@ impl GatewayError {
         }
     }
 
+    /// Which limit of the key this error is a refusal by, for the log and the metrics.
+    pub fn limit_refusal(&self) -> Option<&'static str> {
+        match self {
+            GatewayError::RateLimited { kind, .. } => Some(match kind {
+                RateLimitKind::Requests => "requests",
+                RateLimitKind::Tokens => "tokens",
+            }),
+            GatewayError::BudgetExceeded { .. } => Some("budget"),
+            GatewayError::LimiterUnavailable { .. } => Some("store"),
+            _ => None,
+        }
+    }
+
     pub fn code(&self) -> Option<&'static str> {
         Some(match self {
             GatewayError::MalformedJson { .. } => "invalid_json",

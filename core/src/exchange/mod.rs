@@ -64,6 +64,8 @@ mod failover_tests;
 #[cfg(test)]
 mod limit_tests;
 #[cfg(test)]
+mod metrics_tests;
+#[cfg(test)]
 mod tests;
 
 use std::sync::Arc;
