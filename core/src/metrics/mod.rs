@@ -157,13 +157,6 @@ impl Tally {
         let key = log.key_id.clone().unwrap_or_default();
         let error = log.status >= 400;
 
-        let folded = RequestKey {
-            route,
-            status: log.status,
-            model: OTHER.to_string(),
-            upstream: OTHER.to_string(),
-            cache,
-        };
         bump(
             &mut self.requests,
             RequestKey {
@@ -173,7 +166,13 @@ impl Tally {
                 upstream: upstream.clone(),
                 cache,
             },
-            folded,
+            || RequestKey {
+                route,
+                status: log.status,
+                model: OTHER.to_string(),
+                upstream: OTHER.to_string(),
+                cache,
+            },
             1,
         );
 
@@ -183,7 +182,7 @@ impl Tally {
             bump(
                 &mut self.attempts,
                 (a.upstream.clone(), outcome.clone()),
-                (OTHER.to_string(), OTHER.to_string()),
+                || (OTHER.to_string(), OTHER.to_string()),
                 1,
             );
             let next = log.attempts.get(i + 1);
@@ -192,7 +191,7 @@ impl Tally {
                 bump(
                     &mut self.failovers,
                     (a.upstream.clone(), outcome),
-                    (OTHER.to_string(), OTHER.to_string()),
+                    || (OTHER.to_string(), OTHER.to_string()),
                     1,
                 );
             }
@@ -210,32 +209,32 @@ impl Tally {
 
         let cost = log.cost_usd.unwrap_or(Money::ZERO);
         if log.cost_usd.is_some() {
-            let fold = (OTHER.to_string(), OTHER.to_string());
+            let fold = || (OTHER.to_string(), OTHER.to_string());
             *entry(&mut self.cost, (model.clone(), key.clone()), fold) += cost;
         }
         if let Some(kind) = log.limited {
             bump(
                 &mut self.refusals,
                 (key.clone(), kind),
-                (OTHER.to_string(), kind),
+                || (OTHER.to_string(), kind),
                 1,
             );
         }
         if log.unpriced {
-            bump(&mut self.unpriced, model.clone(), OTHER.to_string(), 1);
+            bump(&mut self.unpriced, model.clone(), || OTHER.to_string(), 1);
         }
         if error {
             let code = log.error_code.clone().unwrap_or_default();
             bump(
                 &mut self.errors,
                 (log.status, code),
-                (log.status, OTHER.to_string()),
+                || (log.status, OTHER.to_string()),
                 1,
             );
         }
 
         if !model.is_empty() {
-            let m = entry(&mut self.models, model.clone(), OTHER.to_string());
+            let m = entry(&mut self.models, model.clone(), || OTHER.to_string());
             m.requests += 1;
             m.input_tokens = m
                 .input_tokens
@@ -246,7 +245,7 @@ impl Tally {
             m.cost += cost;
         }
         if !key.is_empty() {
-            let k = entry(&mut self.keys, key.clone(), OTHER.to_string());
+            let k = entry(&mut self.keys, key.clone(), || OTHER.to_string());
             k.requests += 1;
             k.cost += cost;
             if log.limited.is_some() {
@@ -296,7 +295,7 @@ impl Tally {
             request_model: requested,
             response_model: model.to_string(),
         };
-        let fold = GenAiKey {
+        let fold = || GenAiKey {
             operation,
             provider,
             request_model: OTHER.to_string(),
@@ -310,7 +309,7 @@ impl Tally {
                 hist(
                     &mut self.token_usage,
                     (genai.clone(), kind),
-                    (fold.clone(), kind),
+                    || (fold(), kind),
                     histogram::TOKEN_USAGE,
                 )
                 .observe(t as f64);
@@ -324,7 +323,7 @@ impl Tally {
         hist(
             &mut self.request_duration,
             (genai.clone(), error_type.clone()),
-            (fold.clone(), error_type),
+            || (fold(), error_type),
             histogram::REQUEST_DURATION,
         )
         .observe(log.total_ms / 1000.0);
@@ -333,7 +332,7 @@ impl Tally {
                 hist(
                     &mut self.time_to_first_token,
                     genai.clone(),
-                    fold.clone(),
+                    fold,
                     histogram::TIME_TO_FIRST_TOKEN,
                 )
                 .observe(ttft / 1000.0);
@@ -376,14 +375,15 @@ fn bounded_outcome(outcome: &str) -> String {
     }
 }
 
-fn bump<K: Ord>(map: &mut BTreeMap<K, u64>, key: K, fold: K, by: u64) {
+fn bump<K: Ord>(map: &mut BTreeMap<K, u64>, key: K, fold: impl FnOnce() -> K, by: u64) {
     let slot = entry(map, key, fold);
     *slot = slot.saturating_add(by);
 }
 
-fn entry<K: Ord, V: Default>(map: &mut BTreeMap<K, V>, key: K, fold: K) -> &mut V {
+// The fold key is built only when needed: most calls find their series.
+fn entry<K: Ord, V: Default>(map: &mut BTreeMap<K, V>, key: K, fold: impl FnOnce() -> K) -> &mut V {
     let key = if map.len() >= MAX_SERIES && !map.contains_key(&key) {
-        fold
+        fold()
     } else {
         key
     };
@@ -393,11 +393,11 @@ fn entry<K: Ord, V: Default>(map: &mut BTreeMap<K, V>, key: K, fold: K) -> &mut 
 fn hist<'m, K: Ord>(
     map: &'m mut BTreeMap<K, Histogram>,
     key: K,
-    fold: K,
+    fold: impl FnOnce() -> K,
     bounds: &'static [f64],
 ) -> &'m mut Histogram {
     let key = if map.len() >= MAX_SERIES && !map.contains_key(&key) {
-        fold
+        fold()
     } else {
         key
     };
