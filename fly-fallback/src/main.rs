@@ -9,6 +9,7 @@ mod cost_report;
 mod driver;
 mod limiter;
 mod log_sink;
+mod metrics;
 mod probes;
 mod server;
 mod shared;
@@ -22,6 +23,7 @@ const DEFAULT_PORT: u16 = 8080;
 const DEFAULT_GRACE_SECS: u64 = 25;
 const DEFAULT_HEADER_READ_TIMEOUT_SECS: u64 = 30;
 const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+const DEFAULT_METRICS_PORT: u16 = 9091;
 
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok()
@@ -163,10 +165,22 @@ fn main() {
     if max_connections == 0 {
         fail("MAX_CONNECTIONS", "must be at least 1");
     }
+    // `off` for no metrics listener at all.
+    let metrics_port = match env("METRICS_PORT").map(|v| v.trim().to_ascii_lowercase()) {
+        Some(v) if v == "off" => None,
+        _ => Some(parse_env("METRICS_PORT", DEFAULT_METRICS_PORT)),
+    };
+    if metrics_port.is_some() && metrics_port == Some(port) {
+        fail(
+            "METRICS_PORT",
+            "must differ from PORT (metrics are never served on the API port)",
+        );
+    }
     let limits = server::Limits {
         header_read_timeout,
         max_connections,
         grace,
+        metrics_port,
     };
     let result = runtime.block_on(server::serve(gateway, &host, port, limits));
     log_sink::flush(Duration::from_secs(2));

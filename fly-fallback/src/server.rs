@@ -24,6 +24,8 @@ pub struct Limits {
     /// Connections served at once; more wait in the listen queue until one closes.
     pub max_connections: usize,
     pub grace: Duration,
+    /// The port of `/metrics` (on the same address as the API); `None`: not served.
+    pub metrics_port: Option<u16>,
 }
 
 pub async fn serve(
@@ -42,6 +44,23 @@ pub async fn serve(
     let limiter = crate::limiter::Limiter::from_env(&gateway.settings().limits);
     let shared = Arc::new(Shared::with_limiter(limiter));
     crate::probes::spawn(gateway.clone(), shared.clone());
+    if let Some(metrics_port) = limits.metrics_port {
+        let maddr: SocketAddr = format!("{host}:{metrics_port}")
+            .parse()
+            .map_err(|e| format!("invalid BIND_ADDR/METRICS_PORT {host}:{metrics_port}: {e}"))?;
+        let mlistener = TcpListener::bind(maddr)
+            .await
+            .map_err(|e| format!("cannot listen on {maddr} (METRICS_PORT): {e}"))?;
+        eprintln!(
+            "fly-fallback: metrics on http://{}/metrics",
+            mlistener
+                .local_addr()
+                .map(|a| a.to_string())
+                .unwrap_or_default()
+        );
+        let registry = crate::metrics::registry(gateway.clone(), shared.clone());
+        tokio::spawn(crate::metrics::serve(mlistener, registry));
+    }
     let driver = Arc::new(Driver::new(gateway, shared));
     eprintln!(
         "fly-fallback {} listening on http://{}",

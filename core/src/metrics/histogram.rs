@@ -80,6 +80,12 @@ impl Histogram {
         })
     }
 
+    /// `(upper bound, count)` per finite bucket, not cumulative (what an encoder that adds
+    /// them up itself takes).
+    pub fn buckets(&self) -> impl Iterator<Item = (f64, u64)> + '_ {
+        self.bounds.iter().zip(&self.counts).map(|(b, c)| (*b, *c))
+    }
+
     /// The `q` quantile, interpolated within its bucket as Prometheus' `histogram_quantile`
     /// does; `None` without observations. Beyond the last bound: the last bound.
     pub fn quantile(&self, q: f64) -> Option<f64> {
