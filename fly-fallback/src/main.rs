@@ -13,6 +13,7 @@ mod metrics;
 mod probes;
 mod server;
 mod shared;
+mod watch;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +23,7 @@ use gateway_core::{Gateway, Settings};
 const DEFAULT_PORT: u16 = 8080;
 const DEFAULT_GRACE_SECS: u64 = 25;
 const DEFAULT_HEADER_READ_TIMEOUT_SECS: u64 = 30;
+const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 75;
 const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 const DEFAULT_METRICS_PORT: u16 = 9091;
 
@@ -161,6 +163,11 @@ fn main() {
     if header_read_timeout.is_zero() {
         fail("HEADER_READ_TIMEOUT_SECS", "must be at least 1");
     }
+    let idle_timeout =
+        Duration::from_secs(parse_env("IDLE_TIMEOUT_SECS", DEFAULT_IDLE_TIMEOUT_SECS));
+    if idle_timeout.is_zero() {
+        fail("IDLE_TIMEOUT_SECS", "must be at least 1");
+    }
     let max_connections: usize = parse_env("MAX_CONNECTIONS", DEFAULT_MAX_CONNECTIONS);
     if max_connections == 0 {
         fail("MAX_CONNECTIONS", "must be at least 1");
@@ -178,6 +185,7 @@ fn main() {
     }
     let limits = server::Limits {
         header_read_timeout,
+        idle_timeout,
         max_connections,
         grace,
         metrics_port,

@@ -18,9 +18,11 @@ use crate::shared::Shared;
 
 /// How the listener treats connections.
 pub struct Limits {
-    /// Time a client has to send a whole request head, which hyper also applies while a
-    /// keep-alive connection waits for its next request: a slow or idle client is closed.
+    /// Time a client has to send a whole request head once it has begun it (and a new
+    /// connection to begin its first): a slow client is closed.
     pub header_read_timeout: Duration,
+    /// Time a keep-alive connection may wait for its next request.
+    pub idle_timeout: Duration,
     /// Connections served at once; more wait in the listen queue until one closes.
     pub max_connections: usize,
     pub grace: Duration,
@@ -74,10 +76,16 @@ pub async fn serve(
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // Without a timer hyper applies no header-read timeout at all (slow clients would hold
     // their connections forever).
+    // hyper's timer also runs while a keep-alive connection waits, so it cannot tell idle from
+    // slow: it is only a backstop here; `watch` closes connections at the right time.
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout);
+        .header_read_timeout(limits.header_read_timeout + limits.idle_timeout);
+    let timeouts = crate::watch::Timeouts {
+        header: limits.header_read_timeout,
+        idle: limits.idle_timeout,
+    };
     builder.http2().timer(TokioTimer::new());
     let permits = Arc::new(Semaphore::new(
         limits.max_connections.min(Semaphore::MAX_PERMITS),
@@ -107,14 +115,41 @@ pub async fn serve(
                 };
                 let _ = stream.set_nodelay(true);
                 let driver = driver.clone();
+                let watch = crate::watch::Watch::new(timeouts);
+                let io = TokioIo::new(crate::watch::WatchedIo::new(stream, watch.clone()));
+                let requests = watch.clone();
                 let service = service_fn(move |req| {
                     let driver = driver.clone();
-                    async move { Ok::<_, std::convert::Infallible>(driver.handle(req).await) }
+                    let busy = requests.request();
+                    async move {
+                        let mut response = driver.handle(req).await;
+                        response.body_mut().hold(busy);
+                        Ok::<_, std::convert::Infallible>(response)
+                    }
                 });
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                let conn = builder.serve_connection_with_upgrades(io, service);
                 let conn = graceful.watch(conn.into_owned());
                 tokio::spawn(async move {
-                    let _ = conn.await;
+                    let mut conn = std::pin::pin!(conn);
+                    loop {
+                        let deadline = watch.deadline();
+                        let expiry = async {
+                            match deadline {
+                                Some(at) => tokio::time::sleep_until(at).await,
+                                None => std::future::pending().await,
+                            }
+                        };
+                        tokio::select! {
+                            _ = conn.as_mut() => break,
+                            _ = watch.changed() => {}
+                            _ = expiry => {
+                                // Dropping the connection closes it: nothing is in flight.
+                                if watch.deadline().is_some_and(|d| d <= tokio::time::Instant::now()) {
+                                    break;
+                                }
+                            }
+                        }
+                    }
                     drop(permit);
                 });
             }

@@ -254,6 +254,7 @@ pub fn all() -> Vec<Case> {
         lifecycle::fly_keeps_answering_when_nobody_reads_its_log,
         lifecycle::fly_closes_connections_that_stall_in_their_request_head,
         lifecycle::fly_serves_at_most_max_connections_at_once,
+        lifecycle::fly_keeps_idle_keepalive_connections_for_the_idle_timeout_not_the_header_timeout,
         cache::cache_redis_is_shared_between_fly_machines,
         cache::cache_failing_redis_still_answers_as_miss,
     ]);
