@@ -10,6 +10,7 @@ mod driver;
 mod limiter;
 mod log_sink;
 mod metrics;
+mod probe;
 mod probes;
 mod server;
 mod shared;
@@ -122,6 +123,10 @@ fn main() {
         .is_some_and(|a| a == "cost-report")
     {
         std::process::exit(cost_report::run(std::env::args_os().skip(2)));
+    }
+    // `fly-fallback probe --url URL --model M`: a client measuring a gateway, not the server.
+    if std::env::args_os().nth(1).is_some_and(|a| a == "probe") {
+        std::process::exit(probe::run(std::env::args_os().skip(2)));
     }
     // `fly-fallback hash-key < keyfile`: a key's `key_sha256`, not the server.
     if std::env::args_os().nth(1).is_some_and(|a| a == "hash-key") {
