@@ -78,9 +78,13 @@ pub async fn serve(
     // their connections forever).
     // hyper's timer also runs while a keep-alive connection waits, so it cannot tell idle from
     // slow: it is only a backstop here; `watch` closes connections at the right time.
+    // Header fields up to the core's limit reach the core, which answers beyond it with a 431 in
+    // the OpenAI shape (hyper's own 431 has no body). Above 100, hyper parses into a heap
+    // buffer of this many slots: about 12 KB per request head, a malloc among many.
     builder
         .http1()
         .timer(TokioTimer::new())
+        .max_headers(gateway_core::headers::MAX_REQUEST_HEADER_FIELDS + 56)
         .header_read_timeout(limits.header_read_timeout + limits.idle_timeout);
     let timeouts = crate::watch::Timeouts {
         header: limits.header_read_timeout,

@@ -203,6 +203,7 @@ pub fn all() -> Vec<Case> {
         upstream::upstream_bodiless_and_out_of_range_statuses_are_answered_cleanly,
         robustness::garbage_request_line_does_not_kill_gateway,
         robustness::huge_header_does_not_kill_gateway,
+        robustness::oversized_headers_are_refused_with_an_openai_shaped_431,
         sdk::openai_sdk_plain_streamed_and_auth_error,
         cache::cache_second_identical_request_is_a_hit_without_upstream_call,
         cache::cache_reordered_keys_and_whitespace_hit,
