@@ -186,14 +186,14 @@ async function main() {
       const upText = (f) => f.upstreams.map((u) => u.text).join("|");
       after = await waitFor(
         page,
-        full ? "the requests total, the cache hits and the top errors to change" : "an upstream's counters to change",
+        full ? "the requests, errors and cache hits to go up" : "an upstream's counters to change",
         (f) =>
           full
-            ? f.requests > before.requests && f.cacheHits > (before.cacheHits ?? -1) &&
-              /invalid_json/.test(f.topErrors)
+            ? f.requests > before.requests && f.errors > (before.errors ?? -1) &&
+              f.cacheHits > (before.cacheHits ?? -1) && f.topErrors && !/Nothing yet/.test(f.topErrors)
             : upText(f) !== upText(before),
       );
-      step(`figures changed: ${before.requests} -> ${after.requests} requests, cache hits ${before.cacheHits} -> ${after.cacheHits}`);
+      step(`figures changed: requests ${before.requests} -> ${after.requests}, errors ${before.errors} -> ${after.errors}, cache hits ${before.cacheHits} -> ${after.cacheHits}`);
     }
     await page.waitForTimeout(400);
     await page.screenshot({ path: desktopPng, fullPage: true });
