@@ -328,6 +328,7 @@ pub fn plan(paths: &Paths, mock_port: u16, names: &[String]) -> Vec<Planned> {
                         ("GATEWAY_CONFIG".into(), gateway_config()),
                         ("PORT".into(), port.to_string()),
                         ("BIND_ADDR".into(), "127.0.0.1".into()),
+                        ("METRICS_PORT".into(), "off".into()),
                     ],
                     cwd: None,
                     stdout_log: None,

@@ -74,6 +74,15 @@ impl KeyRing {
         self
     }
 
+    /// The configured name of the key with this id, if it has one.
+    pub fn name_of(&self, id: &str) -> Option<&str> {
+        self.by_digest
+            .values()
+            .filter_map(|c| c.policy.as_deref())
+            .find(|p| p.id == id)
+            .and_then(|p| p.name.as_deref())
+    }
+
     /// A ring that accepts no key.
     pub fn empty() -> KeyRing {
         KeyRing {

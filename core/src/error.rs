@@ -91,6 +91,11 @@ pub enum GatewayError {
     PayloadTooLarge {
         limit: u64,
     },
+    /// The request's headers are more or larger than the gateway accepts.
+    HeadersTooLarge {
+        fields: usize,
+        bytes: usize,
+    },
     UnsupportedMediaType {
         content_type: String,
     },
@@ -238,6 +243,7 @@ impl GatewayError {
             GatewayError::MethodNotAllowed { .. } => 405,
             GatewayError::RequestTimeout => 408,
             GatewayError::PayloadTooLarge { .. } => 413,
+            GatewayError::HeadersTooLarge { .. } => 431,
             GatewayError::UnsupportedMediaType { .. } => 415,
             GatewayError::ModelNotServed { .. } => 404,
             GatewayError::UpstreamUnreachable { .. }
@@ -270,6 +276,7 @@ impl GatewayError {
             | GatewayError::MethodNotAllowed { .. }
             | GatewayError::RequestTimeout
             | GatewayError::PayloadTooLarge { .. }
+            | GatewayError::HeadersTooLarge { .. }
             | GatewayError::UnsupportedMediaType { .. }
             | GatewayError::ModelNotServed { .. } => ErrorKind::InvalidRequest,
             GatewayError::UpstreamAuthFailed
@@ -303,6 +310,7 @@ impl GatewayError {
             | GatewayError::MethodNotAllowed { .. }
             | GatewayError::RequestTimeout
             | GatewayError::PayloadTooLarge { .. }
+            | GatewayError::HeadersTooLarge { .. }
             | GatewayError::UnsupportedMediaType { .. }
             | GatewayError::UpstreamInvalidResponse
             | GatewayError::UpstreamAuthFailed
@@ -311,6 +319,19 @@ impl GatewayError {
             | GatewayError::UpstreamStreamStalled { .. }
             | GatewayError::Internal { .. }
             | GatewayError::Misconfigured(_) => false,
+        }
+    }
+
+    /// Which limit of the key this error is a refusal by, for the log and the metrics.
+    pub fn limit_refusal(&self) -> Option<&'static str> {
+        match self {
+            GatewayError::RateLimited { kind, .. } => Some(match kind {
+                RateLimitKind::Requests => "requests",
+                RateLimitKind::Tokens => "tokens",
+            }),
+            GatewayError::BudgetExceeded { .. } => Some("budget"),
+            GatewayError::LimiterUnavailable { .. } => Some("store"),
+            _ => None,
         }
     }
 
@@ -329,6 +350,7 @@ impl GatewayError {
             GatewayError::MethodNotAllowed { .. } => "method_not_allowed",
             GatewayError::RequestTimeout => "request_timeout",
             GatewayError::PayloadTooLarge { .. } => "request_too_large",
+            GatewayError::HeadersTooLarge { .. } => "request_headers_too_large",
             GatewayError::UnsupportedMediaType { .. } => "unsupported_media_type",
             GatewayError::UpstreamUnreachable { .. } => "upstream_unreachable",
             GatewayError::UpstreamInvalidResponse => "upstream_invalid_response",
@@ -357,6 +379,7 @@ impl GatewayError {
             | GatewayError::MethodNotAllowed { .. }
             | GatewayError::RequestTimeout
             | GatewayError::PayloadTooLarge { .. }
+            | GatewayError::HeadersTooLarge { .. }
             | GatewayError::UnsupportedMediaType { .. }
             | GatewayError::UpstreamUnreachable { .. }
             | GatewayError::UpstreamInvalidResponse
@@ -419,6 +442,11 @@ impl GatewayError {
             GatewayError::PayloadTooLarge { limit } => {
                 format!("The request body exceeds the limit of {limit} bytes.")
             }
+            GatewayError::HeadersTooLarge { fields, bytes } => format!(
+                "The request headers are too large: {fields} fields, {bytes} bytes (the limit is {} fields and {} bytes).",
+                crate::headers::MAX_REQUEST_HEADER_FIELDS,
+                crate::headers::MAX_REQUEST_HEADER_BYTES
+            ),
             GatewayError::UnsupportedMediaType { content_type } => format!(
                 "Unsupported content type '{content_type}'; send the request body as application/json."
             ),
@@ -473,6 +501,7 @@ impl GatewayError {
             | GatewayError::NotFound { .. }
             | GatewayError::RequestTimeout
             | GatewayError::PayloadTooLarge { .. }
+            | GatewayError::HeadersTooLarge { .. }
             | GatewayError::UnsupportedMediaType { .. }
             | GatewayError::UpstreamUnreachable { .. }
             | GatewayError::UpstreamInvalidResponse
@@ -503,6 +532,7 @@ impl GatewayError {
             | GatewayError::MethodNotAllowed { .. }
             | GatewayError::RequestTimeout
             | GatewayError::PayloadTooLarge { .. }
+            | GatewayError::HeadersTooLarge { .. }
             | GatewayError::UnsupportedMediaType { .. }
             | GatewayError::UpstreamUnreachable { .. }
             | GatewayError::UpstreamInvalidResponse
@@ -597,6 +627,10 @@ mod tests {
             },
             GatewayError::RequestTimeout,
             GatewayError::PayloadTooLarge { limit: 10 },
+            GatewayError::HeadersTooLarge {
+                fields: 300,
+                bytes: 1,
+            },
             GatewayError::UnsupportedMediaType {
                 content_type: "text/plain".into(),
             },

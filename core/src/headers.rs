@@ -135,6 +135,23 @@ fn starts_with_one_of(prefixes: &[&str], name: &str) -> bool {
     })
 }
 
+/// Request header fields the gateway accepts (beyond, a 431 in the OpenAI shape rather than a
+/// server's bare one: the native server's own limits are set above these).
+pub const MAX_REQUEST_HEADER_FIELDS: usize = 200;
+/// Request header bytes (names and values) the gateway accepts.
+pub const MAX_REQUEST_HEADER_BYTES: usize = 64 * 1024;
+
+/// `Some((fields, bytes))` when a request's headers exceed the limits above.
+pub fn too_large(headers: &http::HeaderMap) -> Option<(usize, usize)> {
+    let fields = headers.len();
+    let bytes: usize = headers
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len())
+        .sum();
+    (fields > MAX_REQUEST_HEADER_FIELDS || bytes > MAX_REQUEST_HEADER_BYTES)
+        .then_some((fields, bytes))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -88,6 +88,10 @@ pub struct RequestLog {
     /// For streams: whether it ended with `[DONE]`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stream_complete: Option<bool>,
+    /// Which of the key's limits refused the request: `requests`, `tokens`, `budget`, or
+    /// `store` (the limiter's store was unreachable and `limits.on_store_error` is `deny`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limited: Option<&'static str>,
     /// The limiter's store failed for this request (`limits.on_store_error` decided).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub limiter_error: bool,

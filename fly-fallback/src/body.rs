@@ -47,9 +47,16 @@ pub struct GatewayBody {
     exchange: Option<Exchange>,
     shared: Arc<Shared>,
     cache: Option<Arc<Cache>>,
+    /// The connection counts this response as in flight until the body is dropped.
+    busy: Option<crate::watch::Busy>,
 }
 
 impl GatewayBody {
+    /// Keeps `busy` until the body is over (sent or abandoned).
+    pub fn hold(&mut self, busy: crate::watch::Busy) {
+        self.busy = Some(busy);
+    }
+
     pub fn full(
         bytes: Bytes,
         exchange: Exchange,
@@ -61,6 +68,7 @@ impl GatewayBody {
             exchange: Some(exchange),
             shared,
             cache,
+            busy: None,
         }
     }
 
@@ -71,6 +79,7 @@ impl GatewayBody {
             exchange: None,
             shared,
             cache: None,
+            busy: None,
         }
     }
 
@@ -84,6 +93,7 @@ impl GatewayBody {
             exchange: None,
             shared,
             cache: None,
+            busy: None,
         }
     }
 
@@ -108,6 +118,7 @@ impl GatewayBody {
             exchange: Some(exchange),
             shared,
             cache,
+            busy: None,
         }
     }
 

@@ -428,7 +428,7 @@ pub async fn send(
 }
 
 /// What kind of failure an upstream call met, from the error chain hyper and the OS give.
-fn transport_error(e: &hyper_util::client::legacy::Error) -> TransportError {
+pub(crate) fn transport_error(e: &hyper_util::client::legacy::Error) -> TransportError {
     use std::error::Error;
     use std::io::ErrorKind;
     let mut source: Option<&(dyn Error + 'static)> = e.source();

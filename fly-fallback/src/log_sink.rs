@@ -19,6 +19,8 @@ enum Msg {
 
 static SINK: OnceLock<SyncSender<Msg>> = OnceLock::new();
 static DROPPED: AtomicU64 = AtomicU64::new(0);
+/// Every line dropped since the start (for `/metrics`; `DROPPED` is reset when reported).
+static DROPPED_TOTAL: AtomicU64 = AtomicU64::new(0);
 static LOSSLESS: AtomicBool = AtomicBool::new(false);
 pub const DEFAULT_QUEUE: usize = 16 * 1024;
 
@@ -74,6 +76,7 @@ pub fn write(line: String) {
                     let _ = tx.send(msg);
                 } else {
                     DROPPED.fetch_add(1, Ordering::Relaxed);
+                    DROPPED_TOTAL.fetch_add(1, Ordering::Relaxed);
                 }
             }
             Err(TrySendError::Disconnected(Msg::Line(line))) => write_directly(&line),
@@ -85,6 +88,11 @@ pub fn write(line: String) {
 
 fn write_directly(line: &str) {
     let _ = std::io::stdout().lock().write_all(line.as_bytes());
+}
+
+/// Lines dropped since the start.
+pub fn dropped_total() -> u64 {
+    DROPPED_TOTAL.load(Ordering::Relaxed)
 }
 
 /// Lines dropped and not yet reported.

@@ -9,9 +9,12 @@ mod cost_report;
 mod driver;
 mod limiter;
 mod log_sink;
+mod metrics;
+mod probe;
 mod probes;
 mod server;
 mod shared;
+mod watch;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,7 +24,9 @@ use gateway_core::{Gateway, Settings};
 const DEFAULT_PORT: u16 = 8080;
 const DEFAULT_GRACE_SECS: u64 = 25;
 const DEFAULT_HEADER_READ_TIMEOUT_SECS: u64 = 30;
+const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 75;
 const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+const DEFAULT_METRICS_PORT: u16 = 9091;
 
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok()
@@ -119,6 +124,10 @@ fn main() {
     {
         std::process::exit(cost_report::run(std::env::args_os().skip(2)));
     }
+    // `fly-fallback probe --url URL --model M`: a client measuring a gateway, not the server.
+    if std::env::args_os().nth(1).is_some_and(|a| a == "probe") {
+        std::process::exit(probe::run(std::env::args_os().skip(2)));
+    }
     // `fly-fallback hash-key < keyfile`: a key's `key_sha256`, not the server.
     if std::env::args_os().nth(1).is_some_and(|a| a == "hash-key") {
         std::process::exit(hash_key(std::env::args_os().skip(2)));
@@ -159,14 +168,32 @@ fn main() {
     if header_read_timeout.is_zero() {
         fail("HEADER_READ_TIMEOUT_SECS", "must be at least 1");
     }
+    let idle_timeout =
+        Duration::from_secs(parse_env("IDLE_TIMEOUT_SECS", DEFAULT_IDLE_TIMEOUT_SECS));
+    if idle_timeout.is_zero() {
+        fail("IDLE_TIMEOUT_SECS", "must be at least 1");
+    }
     let max_connections: usize = parse_env("MAX_CONNECTIONS", DEFAULT_MAX_CONNECTIONS);
     if max_connections == 0 {
         fail("MAX_CONNECTIONS", "must be at least 1");
     }
+    // `off` for no metrics listener at all.
+    let metrics_port = match env("METRICS_PORT").map(|v| v.trim().to_ascii_lowercase()) {
+        Some(v) if v == "off" => None,
+        _ => Some(parse_env("METRICS_PORT", DEFAULT_METRICS_PORT)),
+    };
+    if metrics_port.is_some() && metrics_port == Some(port) {
+        fail(
+            "METRICS_PORT",
+            "must differ from PORT (metrics are never served on the API port)",
+        );
+    }
     let limits = server::Limits {
         header_read_timeout,
+        idle_timeout,
         max_connections,
         grace,
+        metrics_port,
     };
     let result = runtime.block_on(server::serve(gateway, &host, port, limits));
     log_sink::flush(Duration::from_secs(2));

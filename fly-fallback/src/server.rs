@@ -18,12 +18,16 @@ use crate::shared::Shared;
 
 /// How the listener treats connections.
 pub struct Limits {
-    /// Time a client has to send a whole request head, which hyper also applies while a
-    /// keep-alive connection waits for its next request: a slow or idle client is closed.
+    /// Time a client has to send a whole request head once it has begun it (and a new
+    /// connection to begin its first): a slow client is closed.
     pub header_read_timeout: Duration,
+    /// Time a keep-alive connection may wait for its next request.
+    pub idle_timeout: Duration,
     /// Connections served at once; more wait in the listen queue until one closes.
     pub max_connections: usize,
     pub grace: Duration,
+    /// The port of `/metrics` (on the same address as the API); `None`: not served.
+    pub metrics_port: Option<u16>,
 }
 
 pub async fn serve(
@@ -42,6 +46,23 @@ pub async fn serve(
     let limiter = crate::limiter::Limiter::from_env(&gateway.settings().limits);
     let shared = Arc::new(Shared::with_limiter(limiter));
     crate::probes::spawn(gateway.clone(), shared.clone());
+    if let Some(metrics_port) = limits.metrics_port {
+        let maddr: SocketAddr = format!("{host}:{metrics_port}")
+            .parse()
+            .map_err(|e| format!("invalid BIND_ADDR/METRICS_PORT {host}:{metrics_port}: {e}"))?;
+        let mlistener = TcpListener::bind(maddr)
+            .await
+            .map_err(|e| format!("cannot listen on {maddr} (METRICS_PORT): {e}"))?;
+        eprintln!(
+            "fly-fallback: metrics on http://{}/metrics",
+            mlistener
+                .local_addr()
+                .map(|a| a.to_string())
+                .unwrap_or_default()
+        );
+        let registry = crate::metrics::registry(gateway.clone(), shared.clone());
+        tokio::spawn(crate::metrics::serve(mlistener, registry));
+    }
     let driver = Arc::new(Driver::new(gateway, shared));
     eprintln!(
         "fly-fallback {} listening on http://{}",
@@ -55,10 +76,20 @@ pub async fn serve(
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // Without a timer hyper applies no header-read timeout at all (slow clients would hold
     // their connections forever).
+    // hyper's timer also runs while a keep-alive connection waits, so it cannot tell idle from
+    // slow: it is only a backstop here; `watch` closes connections at the right time.
+    // Header fields up to the core's limit reach the core, which answers beyond it with a 431 in
+    // the OpenAI shape (hyper's own 431 has no body). Above 100, hyper parses into a heap
+    // buffer of this many slots: about 12 KB per request head, a malloc among many.
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout);
+        .max_headers(gateway_core::headers::MAX_REQUEST_HEADER_FIELDS + 56)
+        .header_read_timeout(limits.header_read_timeout + limits.idle_timeout);
+    let timeouts = crate::watch::Timeouts {
+        header: limits.header_read_timeout,
+        idle: limits.idle_timeout,
+    };
     builder.http2().timer(TokioTimer::new());
     let permits = Arc::new(Semaphore::new(
         limits.max_connections.min(Semaphore::MAX_PERMITS),
@@ -88,14 +119,41 @@ pub async fn serve(
                 };
                 let _ = stream.set_nodelay(true);
                 let driver = driver.clone();
+                let watch = crate::watch::Watch::new(timeouts);
+                let io = TokioIo::new(crate::watch::WatchedIo::new(stream, watch.clone()));
+                let requests = watch.clone();
                 let service = service_fn(move |req| {
                     let driver = driver.clone();
-                    async move { Ok::<_, std::convert::Infallible>(driver.handle(req).await) }
+                    let busy = requests.request();
+                    async move {
+                        let mut response = driver.handle(req).await;
+                        response.body_mut().hold(busy);
+                        Ok::<_, std::convert::Infallible>(response)
+                    }
                 });
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                let conn = builder.serve_connection_with_upgrades(io, service);
                 let conn = graceful.watch(conn.into_owned());
                 tokio::spawn(async move {
-                    let _ = conn.await;
+                    let mut conn = std::pin::pin!(conn);
+                    loop {
+                        let deadline = watch.deadline();
+                        let expiry = async {
+                            match deadline {
+                                Some(at) => tokio::time::sleep_until(at).await,
+                                None => std::future::pending().await,
+                            }
+                        };
+                        tokio::select! {
+                            _ = conn.as_mut() => break,
+                            _ = watch.changed() => {}
+                            _ = expiry => {
+                                // Dropping the connection closes it: nothing is in flight.
+                                if watch.deadline().is_some_and(|d| d <= tokio::time::Instant::now()) {
+                                    break;
+                                }
+                            }
+                        }
+                    }
                     drop(permit);
                 });
             }

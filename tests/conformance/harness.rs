@@ -436,6 +436,10 @@ pub fn fly_command(bin: &Path, port: u16, settings: &[(&str, String)]) -> Comman
     cmd.env("PORT", port.to_string())
         .env("BIND_ADDR", "127.0.0.1")
         .env("SHUTDOWN_GRACE_SECS", "1");
+    // Several gateways run at once: none takes the default metrics port unless asked to.
+    if !settings.iter().any(|(k, _)| *k == "METRICS_PORT") {
+        cmd.env("METRICS_PORT", "off");
+    }
     cmd
 }
 

@@ -408,6 +408,7 @@ async fn simulate(paths: &targets::Paths, plan: &Plan) -> Result<analysis::Regio
         ("GATEWAY_API_KEYS".to_string(), CLIENT_KEY.to_string()),
         ("PORT".to_string(), port.to_string()),
         ("BIND_ADDR".to_string(), "127.0.0.1".to_string()),
+        ("METRICS_PORT".to_string(), "off".to_string()),
         ("RUST_LOG".to_string(), "warn".to_string()),
     ];
     for r in &REGIONS {

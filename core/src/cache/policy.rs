@@ -155,9 +155,7 @@ pub fn check_request(
         | Route::Estimate
         | Route::Key
         | Route::Summary
-        | Route::Dashboard => {
-            return Err(BypassReason::Route)
-        }
+        | Route::Dashboard => return Err(BypassReason::Route),
     }
     if policy.ttl_secs == Some(0) {
         return Err(BypassReason::ModelDisabled);

@@ -22,6 +22,7 @@ impl Exchange {
     pub(super) fn fail(&mut self, err: GatewayError) {
         self.deadline = None;
         self.log.error_code = err.code().map(str::to_string);
+        self.log.limited = err.limit_refusal();
         if self.committed {
             // The head is out: the failure can only be told as one error event.
             self.outbox = Some(Bytes::from(err.sse_event()));
@@ -82,7 +83,12 @@ impl Exchange {
                 });
             }
             Plan::Summary => {
-                let summary = router.summary(self.gw.settings(), self.gw.runtime(), now.unix);
+                let viewer = match admitted.policy.as_deref() {
+                    Some(p) => crate::metrics::Viewer::Key(&p.id),
+                    None => crate::metrics::Viewer::Operator,
+                };
+                let summary =
+                    router.summary(self.gw.settings(), self.gw.runtime(), viewer, now.unix);
                 let body = serde_json::to_vec(&summary).unwrap_or_default();
                 let mut headers = HeaderMap::with_capacity(3);
                 headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));

@@ -11,7 +11,7 @@ use crate::Settings;
 
 /// Three upstreams without locations (so the order is by score, then by index) and short,
 /// readable timers: first byte 1 s, keepalive after 500 ms then every 300 ms.
-const REGIONS: &str = r#"{"upstreams":[
+pub(super) const REGIONS: &str = r#"{"upstreams":[
   {"name":"a","base_url":"http://a.test/v1","api_key_secret":"KEY_A","fallbacks":["b","c"],
    "headers":{"openai-organization":"org-of-a"}},
   {"name":"b","base_url":"http://b.test/v1","api_key_secret":"KEY_B"},
@@ -20,7 +20,7 @@ const REGIONS: &str = r#"{"upstreams":[
              "keepalive_after_ms":500,"keepalive_interval_ms":300,"retry_backoff_ms":100,
              "eject_default_secs":3,"eject_max_secs":300,"breaker":{"failures":3,"cooldown_secs":30}}}"#;
 
-fn regions(config: &str) -> Sim {
+pub(super) fn regions(config: &str) -> Sim {
     let settings = Settings::from_lookup(|k| match k {
         "GATEWAY_API_KEYS" => Some("client-1".into()),
         "KEY_A" => Some("sk-a".into()),
@@ -36,7 +36,7 @@ fn regions(config: &str) -> Sim {
 }
 
 /// The first attempt goes to `a`: pinned, so the order is a, b, c.
-fn pinned_chat(sim: &Sim) -> Exchange {
+pub(super) fn pinned_chat(sim: &Sim) -> Exchange {
     sim.start(
         "POST",
         "/v1/chat/completions",
@@ -48,7 +48,11 @@ fn pinned_chat(sim: &Sim) -> Exchange {
     )
 }
 
-fn status(status: u16, headers: Vec<(&'static str, &'static str)>, body: &'static [u8]) -> Up {
+pub(super) fn status(
+    status: u16,
+    headers: Vec<(&'static str, &'static str)>,
+    body: &'static [u8],
+) -> Up {
     let mut h = vec![("content-type", "application/json")];
     h.extend(headers);
     Up::Head {
@@ -59,7 +63,7 @@ fn status(status: u16, headers: Vec<(&'static str, &'static str)>, body: &'stati
     }
 }
 
-const ERR_503: &[u8] = br#"{"error":{"message":"overloaded","type":"server_error","param":null,"code":"service_unavailable"}}"#;
+pub(super) const ERR_503: &[u8] = br#"{"error":{"message":"overloaded","type":"server_error","param":null,"code":"service_unavailable"}}"#;
 const ERR_429: &[u8] = br#"{"error":{"message":"Rate limit exceeded for model gpt-4.1","type":"rate_limit_error","code":"rate_limit_exceeded","retry_after":5}}"#;
 const QUOTA: &[u8] = br#"{"error":{"message":"You exceeded your current quota","type":"insufficient_quota","param":null,"code":"insufficient_quota"}}"#;
 const ERR_401: &[u8] = br#"{"error":{"message":"Incorrect API key provided","type":"invalid_request_error","param":null,"code":"invalid_api_key"}}"#;

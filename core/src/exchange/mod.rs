@@ -64,6 +64,8 @@ mod failover_tests;
 #[cfg(test)]
 mod limit_tests;
 #[cfg(test)]
+mod metrics_tests;
+#[cfg(test)]
 mod tests;
 
 use std::sync::Arc;
@@ -395,7 +397,11 @@ impl Exchange {
             content_type: header(CONTENT_TYPE.as_str()),
         };
         let declared = header(CONTENT_LENGTH.as_str()).and_then(|v| v.trim().parse::<u64>().ok());
-        match ex.gw.admit(&head) {
+        let admitted = match headers::too_large(&parts.headers) {
+            Some((fields, bytes)) => Err(GatewayError::HeadersTooLarge { fields, bytes }),
+            None => ex.gw.admit(&head),
+        };
+        match admitted {
             Err(e) => ex.fail(e),
             Ok(a) => {
                 ex.log.key_id = a.client.as_ref().map(|c| c.0.clone());

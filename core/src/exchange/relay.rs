@@ -211,6 +211,7 @@ impl Exchange {
         self.log_overhead(now);
         self.log.total_ms = millis_f64(now.instant.since(self.started));
         self.log.cache = self.cache_status.map(CacheStatus::log_value);
+        router.count(&self.log, self.gw.settings(), now.unix);
         Some(std::mem::take(&mut self.log))
     }
 

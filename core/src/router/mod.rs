@@ -55,6 +55,8 @@ pub struct Router {
     /// so a silent store does not add its timeout to every request.
     limiter: StoreHealth,
     upstreams: Upstreams,
+    /// What this instance has served.
+    tally: crate::metrics::Tally,
     /// When probe results shared by another instance were last read (the Worker's KV).
     probes_read: Option<Instant>,
     wakeup: bool,
@@ -353,14 +355,45 @@ impl Router {
         }
     }
 
-    /// `GET /v1/gateway/summary`. (Placeholder until the tally lands.)
-    pub fn summary(
-        &self,
-        _settings: &Settings,
+    /// `GET /v1/gateway/summary`.
+    pub fn summary<'a>(
+        &'a self,
+        settings: &'a Settings,
         runtime: &'static str,
-        _unix: UnixMillis,
-    ) -> serde_json::Value {
-        serde_json::json!({ "object": "gateway.summary", "runtime": runtime })
+        viewer: crate::metrics::Viewer<'a>,
+        unix: UnixMillis,
+    ) -> crate::metrics::Summary<'a> {
+        let mut s = self.tally.summary(settings, viewer, unix);
+        s.runtime = runtime;
+        if runtime == "worker" {
+            s.scope = "isolate";
+        }
+        for a in &mut s.attempts {
+            if let Some(i) = settings.upstreams.iter().position(|u| u.name == a.upstream) {
+                a.ejections = self.upstreams.ejections(i);
+            }
+        }
+        s
+    }
+
+    /// What this instance has served (for a runtime's `/metrics`).
+    pub fn tally(&self) -> &crate::metrics::Tally {
+        &self.tally
+    }
+
+    /// Counts a finished request (the exchange does it when it gives its log record).
+    pub(crate) fn count(
+        &mut self,
+        log: &crate::log::RequestLog,
+        settings: &Settings,
+        unix: UnixMillis,
+    ) {
+        self.tally.record(log, settings, unix);
+    }
+
+    /// Times upstream `i` was ejected (asked to be left alone, or its key refused).
+    pub fn ejections(&self, i: usize) -> u64 {
+        self.upstreams.ejections(i)
     }
 
     /// The outcome of a shared-store call. Returns a change worth one log line (down, back up).

@@ -70,6 +70,8 @@ pub(crate) struct UpstreamState {
     probe: Probe,
     /// When probes last brought it back up.
     up_since: Option<Instant>,
+    /// Times it was ejected.
+    ejections: u64,
 }
 
 /// Whether an upstream may be tried now, and if not, when.
@@ -201,6 +203,7 @@ impl Upstreams {
                 s.last_error = Some((kind, unix));
                 // Asked to wait is not broken: the breaker's trial (if this was one) is over.
                 s.breaker.release();
+                s.ejections = s.ejections.saturating_add(1);
                 Some(
                     s.ejection
                         .eject(now, hint, routing.eject_default, routing.eject_max),
@@ -210,6 +213,7 @@ impl Upstreams {
                 s.errors = s.errors.saturating_add(1);
                 s.last_error = Some((kind, unix));
                 s.breaker.release();
+                s.ejections = s.ejections.saturating_add(1);
                 Some(s.ejection.eject(
                     now,
                     Some(routing.eject_max),
@@ -292,6 +296,10 @@ impl Upstreams {
         }
     }
 
+    pub(crate) fn ejections(&self, i: usize) -> u64 {
+        self.peek(i).map_or(0, |s| s.ejections)
+    }
+
     /// The status endpoint's view of upstream `i`.
     pub(crate) fn status<'a>(
         &self,
@@ -323,6 +331,10 @@ impl Upstreams {
             name: &u.name,
             region: &u.region,
             host: &u.host,
+            location: u
+                .location
+                .or_else(|| crate::routing::geo::fly_region(&u.region))
+                .map(|(lat, lon)| Location { lat, lon }),
             state,
             ejected_until: ejected_until.map(to_unix),
             breaker_open_until: match breaker {
@@ -352,6 +364,9 @@ pub struct UpstreamStatus<'a> {
     pub name: &'a str,
     pub region: &'a str,
     pub host: &'a str,
+    /// Where it is, for the dashboard's map: its `location`, else its region's when that is a
+    /// Fly.io region code.
+    pub location: Option<Location>,
     /// `down` over `open` over `half_open` over `ejected` over `healthy`.
     pub state: &'static str,
     pub ejected_until: Option<String>,
@@ -362,6 +377,12 @@ pub struct UpstreamStatus<'a> {
     pub errors: u64,
     pub last_error: Option<LastError>,
     pub last_probe: Option<LastProbe>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Location {
+    pub lat: f64,
+    pub lon: f64,
 }
 
 #[derive(Debug, Serialize)]

@@ -38,7 +38,7 @@ pub fn height(rows: usize, models: usize) -> u32 {
 }
 
 /// Colour-blind-friendly categorical colours (Tableau 10).
-const PALETTE: &[RGBColor] = &[
+pub(crate) const PALETTE: &[RGBColor] = &[
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
     RGBColor(44, 160, 44),
@@ -51,7 +51,7 @@ const PALETTE: &[RGBColor] = &[
     RGBColor(23, 190, 207),
 ];
 
-fn init_font() -> Result<PathBuf, String> {
+pub(crate) fn init_font() -> Result<PathBuf, String> {
     let path = std::env::var_os("COST_REPORT_FONT")
         .map(PathBuf::from)
         .or_else(|| FONT_PATHS.iter().map(PathBuf::from).find(|p| p.exists()))

@@ -38,7 +38,7 @@
 //! be read or the chart not drawn, 2 bad arguments (or a bad `prices` document).
 
 mod args;
-mod chart;
+pub(crate) mod chart;
 mod num;
 mod read;
 mod report;

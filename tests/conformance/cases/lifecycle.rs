@@ -502,6 +502,91 @@ pub async fn fly_closes_connections_that_stall_in_their_request_head(ctx: Arc<Ct
     );
 }
 
+/// Idle is not slow: a keep-alive connection may wait `IDLE_TIMEOUT_SECS` (here 3 s) for its next
+/// request, longer than the header-read timeout (here 1 s), and is closed once that passes; a
+/// new connection that sends nothing is closed after the header-read timeout.
+pub async fn fly_keeps_idle_keepalive_connections_for_the_idle_timeout_not_the_header_timeout(
+    ctx: Arc<Ctx>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut procs = Processes::default();
+    let (_started, port, _base) = start_fly(
+        &mut procs,
+        &ctx,
+        "fly-idle",
+        &[
+            ("HEADER_READ_TIMEOUT_SECS", "1"),
+            ("IDLE_TIMEOUT_SECS", "3"),
+        ],
+    )
+    .await;
+    let addr = format!("127.0.0.1:{port}");
+    let request = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n";
+    let (mut conn, got) = raw_exchange(&addr, request, Duration::from_secs(3)).await;
+    assert!(
+        got.as_ref().is_some_and(|b| b.starts_with(b"HTTP/1.1 200")),
+        "first request: {got:?}"
+    );
+    // Idle for twice the header-read timeout: still open, and it serves the next request.
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
+    conn.write_all(request)
+        .await
+        .unwrap_or_else(|e| panic!("the idle connection was closed after 2 s: {e}"));
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(3), conn.read(&mut buf))
+        .await
+        .expect("no answer on the idle connection")
+        .unwrap_or(0);
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200"),
+        "after 2 s idle: {:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    // Now idle past the idle timeout: closed (end of stream or reset), within a second of it.
+    let t0 = std::time::Instant::now();
+    let closed = tokio::time::timeout(Duration::from_secs(6), async {
+        loop {
+            match conn.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => continue,
+            }
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "the idle connection was still open after 6 s"
+    );
+    let waited = t0.elapsed();
+    assert!(
+        waited >= Duration::from_millis(2_500),
+        "closed after {waited:?} idle, before the idle timeout (3 s)"
+    );
+    // A connection that never sends anything is not idle but slow: the header-read timeout.
+    let mut silent = tokio::net::TcpStream::connect(&addr)
+        .await
+        .unwrap_or_else(|e| panic!("connect: {e}"));
+    let t0 = std::time::Instant::now();
+    let closed = tokio::time::timeout(Duration::from_secs(6), async {
+        loop {
+            match silent.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => continue,
+            }
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "a silent new connection was still open after 6 s"
+    );
+    assert!(
+        t0.elapsed() < Duration::from_millis(2_900),
+        "a silent new connection was kept {:?}, as if idle",
+        t0.elapsed()
+    );
+}
+
 /// At `MAX_CONNECTIONS` the gateway stops accepting: a further connection waits (in the listen
 /// queue) and is served as soon as another closes.
 pub async fn fly_serves_at_most_max_connections_at_once(ctx: Arc<Ctx>) {

@@ -204,6 +204,7 @@ pub fn all() -> Vec<Case> {
         upstream::upstream_bodiless_and_out_of_range_statuses_are_answered_cleanly,
         robustness::garbage_request_line_does_not_kill_gateway,
         robustness::huge_header_does_not_kill_gateway,
+        robustness::oversized_headers_are_refused_with_an_openai_shaped_431,
         sdk::openai_sdk_plain_streamed_and_auth_error,
         cache::cache_second_identical_request_is_a_hit_without_upstream_call,
         cache::cache_reordered_keys_and_whitespace_hit,
@@ -255,6 +256,7 @@ pub fn all() -> Vec<Case> {
         lifecycle::fly_keeps_answering_when_nobody_reads_its_log,
         lifecycle::fly_closes_connections_that_stall_in_their_request_head,
         lifecycle::fly_serves_at_most_max_connections_at_once,
+        lifecycle::fly_keeps_idle_keepalive_connections_for_the_idle_timeout_not_the_header_timeout,
         cache::cache_redis_is_shared_between_fly_machines,
         cache::cache_failing_redis_still_answers_as_miss,
     ]);

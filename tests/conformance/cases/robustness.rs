@@ -88,3 +88,30 @@ pub async fn huge_header_does_not_kill_gateway(ctx: Arc<Ctx>) {
     )
     .await;
 }
+
+/// Headers past the gateway's limits (200 fields, 64 KiB) are refused by the core with a 431 in
+/// the OpenAI shape, on both runtimes, not with a server's bare status.
+pub async fn oversized_headers_are_refused_with_an_openai_shaped_431(ctx: Arc<Ctx>) {
+    let auth = format!("authorization: Bearer {}", ctx.key);
+    let mut many: Vec<String> = (0..230).map(|i| format!("x-many-{i}: {i}")).collect();
+    many.push(auth.clone());
+    let big = vec![auth, format!("x-big: {}", "a".repeat(70 * 1024))];
+    for (what, lines) in [("230 header fields", many), ("a 70 KiB header", big)] {
+        let head = raw::head("GET", "/v1/models", &ctx.addr, &lines);
+        // Not half-closed: a server may take a closed read side for a client that left.
+        let r = raw::exchange(ctx.addr, vec![Bytes::from(head)], false, RAW_TIMEOUT)
+            .await
+            .unwrap_or_else(|e| panic!("[{}] {what}: {e}", ctx.target));
+        assert_eq!(r.status, 431, "[{}] {what}: {}", ctx.target, r.text());
+        let v = r.json();
+        assert_eq!(
+            v["error"]["code"], "request_headers_too_large",
+            "[{}] {what}: {v}",
+            ctx.target
+        );
+        assert_eq!(v["error"]["type"], "invalid_request_error");
+        assert!(v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("200 fields and 65536 bytes")));
+    }
+}
