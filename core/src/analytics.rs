@@ -4,7 +4,8 @@
 //! A dataset has no column names: a query names `index1`, `blob1..blob20`, `double1..double20`.
 //! So the positions are a fixed schema, [`SCHEMA`], written once here; the mapping, the tests
 //! and the README's table all read it. A new field goes at the next free position: moving one
-//! would mix two meanings in a column of the data already written.
+//! would mix two meanings in a column of the data already written. All 20 blobs are taken;
+//! doubles 17 to 20 are free.
 //!
 //! What a column holds:
 //! - `index1`: the client key's id (`""` without one): Analytics Engine samples per index, so a
@@ -137,6 +138,7 @@ pub const SCHEMA: &[Field] = &[
         Column::Blob(18, |l| l.cost_estimated.map(yes_no)),
     ),
     field("limiter_error", Column::Blob(19, |l| set(l.limiter_error))),
+    field("limited", Column::Blob(20, |l| l.limited)),
     field("status", Column::Double(1, |l| Some(f64::from(l.status)))),
     field("total_ms", Column::Double(2, |l| Some(l.total_ms))),
     field("upstream_ms", Column::Double(3, |l| l.upstream_ms)),

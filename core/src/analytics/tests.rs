@@ -66,6 +66,7 @@ fn full() -> RequestLog {
         ttft_ms: Some(80.0),
         overhead_ms: Some(10.25),
         stream_complete: Some(true),
+        limited: Some("budget"),
         limiter_error: true,
         cache: Some("miss"),
     }
@@ -178,6 +179,7 @@ fn a_full_record_maps_to_its_columns() {
         ("unpriced", "true"),
         ("cost_estimated", "false"),
         ("limiter_error", "true"),
+        ("limited", "budget"),
     ] {
         assert_eq!(blob(&p, name), v, "{name}");
     }

@@ -182,9 +182,9 @@ fn expect_same_facts(line: &Value, point: &Value) {
     }
 }
 
-/// Four kinds of request through a Worker whose `ANALYTICS` is the stand-in: a streamed chat,
-/// a plain chat, the same chat again (a cache hit), an unknown key (401) and an upstream error
-/// (503). Each has exactly one data point, and every fact of its log line is in the point's
+/// Six kinds of request through a Worker whose `ANALYTICS` is the stand-in: a streamed chat,
+/// a plain chat, the same chat again (a cache hit), an unknown key (401), an upstream error
+/// (503) and one that a key's `tpm` refuses (429). Each has exactly one data point, and every fact of its log line is in the point's
 /// column for it; the point the stand-in refuses costs its request nothing and is logged.
 pub async fn analytics_worker_writes_one_data_point_per_request_with_the_log_lines_facts(
     ctx: Arc<Ctx>,
@@ -260,7 +260,7 @@ pub async fn analytics_worker_writes_one_data_point_per_request_with_the_log_lin
     let stream = json!({"model": model, "temperature": 0.7, "stream": true,
                             "stream_options": {"include_usage": true},
                             "messages": [{"role": "user", "content": "stream me"}]});
-    let ids: Vec<String> = ["stream", "miss", "hit", "denied", "upstream-503"]
+    let ids: Vec<String> = ["stream", "miss", "hit", "denied", "upstream-503", "limited"]
         .iter()
         .map(|k| format!("analytics-{k}"))
         .collect();
@@ -296,6 +296,15 @@ pub async fn analytics_worker_writes_one_data_point_per_request_with_the_log_lin
     let failing = json!({"model": format!("mock-error-503@analytics_{}", ctx.target),
                          "messages": [{"role": "user", "content": "fail"}]});
     post(&ids[4]).json(&failing).send().await.expect_status(503);
+    // More tokens than the key's `tpm` allows in a minute: refused by its limit.
+    let mut greedy = chat.clone();
+    greedy["max_tokens"] = json!(harness::keys::TPM_LIMIT * 5);
+    post(&ids[5])
+        .key(harness::keys::TPM)
+        .json(&greedy)
+        .send()
+        .await
+        .expect_status(429);
 
     let (lines, all) = lines_and_points(&ctx, &log, &mock, &ids).await;
     for (id, line) in ids.iter().zip(&lines) {
@@ -315,6 +324,7 @@ pub async fn analytics_worker_writes_one_data_point_per_request_with_the_log_lin
     assert_eq!(blob(&ids[1], "cache"), "miss");
     assert_eq!(blob(&ids[2], "cache"), "hit");
     assert_eq!(blob(&ids[3], "error_code"), "invalid_api_key");
+    assert_eq!(blob(&ids[5], "limited"), "tokens");
     assert_eq!(points_of(&all, &ids[3])[0]["indexes"][0], "");
     assert_ne!(points_of(&all, &ids[1])[0]["indexes"][0], "");
 
