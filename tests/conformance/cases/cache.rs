@@ -510,7 +510,7 @@ pub async fn cache_concurrent_identical_misses_make_one_upstream_call(ctx: Arc<C
     ctx.expect_upstream_calls(&model, 1, "20 identical concurrent misses coalesce")
         .await;
 
-    // Streams too: the waiters get the whole recorded stream once the leader's is complete.
+    // Streams too: the waiters follow the leader's stream (see the case below).
     let model = ctx.model("mock-stream-3x100ms", "cache_coalesce_stream");
     let body = stream0(&model, "together");
     let calls: Vec<_> = (0..5)
@@ -524,6 +524,66 @@ pub async fn cache_concurrent_identical_misses_make_one_upstream_call(ctx: Arc<C
     }
     ctx.expect_upstream_calls(&model, 1, "5 identical concurrent streams coalesce")
         .await;
+}
+
+/// Identical concurrent streams make one upstream call, and the waiters follow the leader's
+/// stream live (live fan-out): each client's first event comes long before the stream's last
+/// (the upstream spaces 5 events 200 ms apart), not all at once when the leader's is complete;
+/// every client gets the same events, ending with `[DONE]`.
+pub async fn cache_concurrent_identical_streams_follow_the_leader_live(ctx: Arc<Ctx>) {
+    let model = ctx.model("mock-stream-5x200ms", "cache_fanout");
+    let body = stream0(&model, "live, together");
+    let calls: Vec<_> = (0..5)
+        .map(|_| {
+            let call = ctx.post("/v1/chat/completions").json(&body);
+            tokio::spawn(call.stream())
+        })
+        .collect();
+    let mut streams = Vec::new();
+    for c in calls {
+        streams.push(c.await.expect("stream task"));
+    }
+    ctx.expect_upstream_calls(&model, 1, "5 identical concurrent streams coalesce")
+        .await;
+    let datas = |s: &Streamed| s.events.iter().map(|e| e.data.clone()).collect::<Vec<_>>();
+    let leader = datas(&streams[0]);
+    for s in &streams {
+        expect_complete_stream(s);
+        assert_eq!(
+            datas(s),
+            leader,
+            "{}: every client gets the same events",
+            s.label
+        );
+        let first = s.events.first().map(|e| e.at).unwrap_or_default();
+        let last = s.events.last().map(|e| e.at).unwrap_or_default();
+        let arrivals: Vec<u128> = s.events.iter().map(|e| e.at.as_millis()).collect();
+        // Generous margins (the machine is loaded): the stream takes ~1 s; a waiter that got
+        // the recording at the end would have its first event with its last.
+        assert!(
+            first < Duration::from_millis(700),
+            "{}: first event after {first:?} (x-gateway-cache {}); arrivals (ms) {arrivals:?}",
+            s.label,
+            s.header(STATUS).unwrap_or("<none>")
+        );
+        assert!(
+            last.saturating_sub(first) >= Duration::from_millis(400),
+            "{}: the events came together ({first:?} .. {last:?}), not as the upstream sent \
+             them (x-gateway-cache {}); arrivals (ms) {arrivals:?}",
+            s.label,
+            s.header(STATUS).unwrap_or("<none>")
+        );
+    }
+    let mut statuses: Vec<&str> = streams
+        .iter()
+        .map(|s| s.header(STATUS).unwrap_or("<none>"))
+        .collect();
+    statuses.sort_unstable();
+    assert_eq!(
+        statuses,
+        ["HIT", "HIT", "HIT", "HIT", "MISS"],
+        "one leader, four followers"
+    );
 }
 
 /// Entries are written after the response is sent. fly-fallback has them in memory before a
