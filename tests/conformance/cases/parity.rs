@@ -188,6 +188,80 @@ pub async fn parity_local_answers_and_request_errors(fly: Arc<Ctx>, worker: Arc<
     .await;
 }
 
+/// The JSON's shape: its keys and the types of its values, recursively (arrays by their first
+/// element): the figures differ between runtimes, the document must not.
+fn shape(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(m.iter().map(|(k, v)| (k.clone(), shape(v))).collect()),
+        Value::Array(a) => Value::Array(a.first().map(shape).into_iter().collect()),
+        Value::String(_) => json!("string"),
+        Value::Number(_) => json!("number"),
+        Value::Bool(_) => json!("bool"),
+        Value::Null => json!("null"),
+    }
+}
+
+/// `GET /dashboard` is the same page with the same headers, and `GET /v1/gateway/summary` the
+/// same document (after the same traffic), on both runtimes.
+pub async fn parity_summary_and_dashboard_have_the_same_shape(fly: Arc<Ctx>, worker: Arc<Ctx>) {
+    let (f, w) = (&*fly, &*worker);
+    same(f, w, "dashboard", |c| c.get("/dashboard").no_auth()).await;
+    same(f, w, "summary without a key", |c| {
+        c.get("/v1/gateway/summary").no_auth()
+    })
+    .await;
+    // The same traffic on both (a priced model, so spend rows exist), then the summaries.
+    for c in [f, w] {
+        let model = c.model("gpt-4o-mini", "parity_summary");
+        let r = chat(
+            c,
+            &json!({"model": model, "messages": [{"role": "user", "content": "x"}]}),
+        )
+        .send()
+        .await;
+        assert_eq!(r.status, 200, "{}: {}", r.label, r.text());
+    }
+    let (a, b) = (
+        f.get("/v1/gateway/summary").send().await,
+        w.get("/v1/gateway/summary").send().await,
+    );
+    assert_eq!((a.status, b.status), (200, 200));
+    let (mut sa, mut sb) = (shape(&a.json()), shape(&b.json()));
+    // Fields that may be null on one instance and set on the other (what it has seen so far).
+    for s in [&mut sa, &mut sb] {
+        for path in [
+            "/cache/hit_rate",
+            "/latency_ms/p50",
+            "/latency_ms/p90",
+            "/latency_ms/ttft_p50",
+            "/latency_ms/overhead_p50",
+            "/region",
+        ] {
+            if let Some(v) = s.pointer_mut(path) {
+                *v = json!("number-or-null");
+            }
+        }
+        for list in [
+            "/top_errors",
+            "/spend/by_key",
+            "/spend/by_model",
+            "/attempts",
+        ] {
+            if let Some(v) = s.pointer_mut(list) {
+                *v = json!("list");
+            }
+        }
+    }
+    assert_eq!(sa, sb, "summary: documents differ in shape");
+    assert_eq!(a.json()["runtime"], "fly-fallback");
+    assert_eq!(b.json()["scope"], "isolate");
+    assert_eq!(
+        gateway_headers(&a, true),
+        gateway_headers(&b, true),
+        "summary: headers differ"
+    );
+}
+
 pub async fn parity_upstream_answers_plain_and_streamed(fly: Arc<Ctx>, worker: Arc<Ctx>) {
     let (f, w) = (&*fly, &*worker);
     let plain = json!({"model": model("mock-model", "plain"), "temperature": 0.7,
@@ -312,6 +386,7 @@ pub fn all() -> Vec<ParityCase> {
     }
     let mut all = parity![false;
         parity_local_answers_and_request_errors,
+        parity_summary_and_dashboard_have_the_same_shape,
         parity_upstream_answers_plain_and_streamed,
         parity_upstream_failures_map_to_the_same_errors,
     ];
