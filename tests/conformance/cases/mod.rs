@@ -219,6 +219,7 @@ pub fn all() -> Vec<Case> {
         cache::cache_control_headers_refresh_bypass_and_set_ttl,
         cache::cache_embeddings_and_completions_are_cached,
         cache::cache_concurrent_identical_misses_make_one_upstream_call,
+        cache::cache_concurrent_identical_streams_follow_the_leader_live,
     ];
     // `<target>::cost::<case>`: run the group alone with the filter `::cost::`.
     all.extend(cases![None, false, "cost";
