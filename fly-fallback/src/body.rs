@@ -3,7 +3,8 @@
 //! is shown to the core's [`Exchange::on_chunk`] in the poll that hands it on (synchronously,
 //! without a copy or a wait), so observing never holds a chunk back. The end of the relay and the
 //! log line are the core's too: the line is written when the body is finished or dropped (client
-//! gone), so it covers the whole response.
+//! gone), so it covers the whole response. When identical requests follow the stream live, the
+//! core says so after a chunk ([`Exchange::publish_due`]) and the router wakes them.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -189,6 +190,14 @@ impl GatewayBody {
     }
 }
 
+/// Wakes the requests following this stream, when the core says it has some (a stream nobody
+/// follows never takes the router's lock here).
+fn publish(ex: &mut Exchange, shared: &Shared) {
+    if ex.publish_due() {
+        shared.with(|r| ex.publish(r));
+    }
+}
+
 impl Drop for GatewayBody {
     fn drop(&mut self) {
         if let Some(mut ex) = self.exchange.take() {
@@ -250,6 +259,7 @@ impl Body for GatewayBody {
                             let data = match &mut this.exchange {
                                 Some(ex) if *filter => {
                                     let out = ex.on_chunk_filtered(data, clock::now());
+                                    publish(ex, &this.shared);
                                     if out.is_empty() {
                                         continue;
                                     }
@@ -257,6 +267,7 @@ impl Body for GatewayBody {
                                 }
                                 Some(ex) => {
                                     ex.on_chunk(&data, clock::now());
+                                    publish(ex, &this.shared);
                                     data
                                 }
                                 None => data,

@@ -4,6 +4,7 @@
 //! body, read or write KV, `fetch` the upstream, wait); every decision is the core's. Errors never
 //! escape as the platform's bare 500: the core renders every failure in the OpenAI shape.
 
+mod analytics;
 mod body;
 mod clock;
 mod http;
@@ -42,6 +43,7 @@ fn start() {
 #[event(fetch)]
 async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response> {
     let now = clock::now();
+    analytics::bind(&env);
     let headers = http::to_map(req.headers());
     let declared = http::content_length(&headers);
     let method = req.method().to_string();
@@ -427,8 +429,10 @@ fn finish_later(ex: &mut Exchange, ctx: &Context, env: &Env) {
     }
 }
 
+/// The request's log line and, with an `ANALYTICS` binding, its data point: the same record.
 pub(crate) fn write_log(log: &RequestLog) {
     worker::console_log!("{}", log.to_line());
+    analytics::write(log);
 }
 
 async fn send(attempt: Attempt, signal: AbortSignal) -> Result<Response, TransportError> {

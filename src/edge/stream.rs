@@ -2,7 +2,8 @@
 //! shown to the core's [`Exchange::on_chunk`] in the same poll (synchronously, without a copy);
 //! at the end the core says what to append (an error event for a cut-off stream) and what to
 //! store. The log line is written when the stream ends or is dropped (client gone), so its
-//! figures cover the whole stream.
+//! figures cover the whole stream. When identical requests follow the stream live, the core says
+//! so after a chunk ([`Exchange::publish_due`]) and the isolate's router wakes them.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -131,6 +132,14 @@ impl Relay {
     }
 }
 
+/// Wakes the requests following this stream, when the core says it has some (a stream nobody
+/// follows never touches the router here).
+fn publish(ex: &mut Exchange) {
+    if ex.publish_due() {
+        shared::with(|r| ex.publish(r));
+    }
+}
+
 impl Drop for Relay {
     fn drop(&mut self) {
         let ex = &mut self.exchange;
@@ -170,14 +179,19 @@ impl Stream for Relay {
                     let out = this
                         .exchange
                         .on_chunk_filtered(bytes::Bytes::from(chunk), clock::now());
+                    publish(&mut this.exchange);
                     // Nothing to send yet (a usage event cut, or an event still coming).
                     if !out.is_empty() {
                         return Poll::Ready(Some(Ok(Vec::from(out))));
                     }
                 }
                 Poll::Ready(Some(Ok(chunk))) => {
+                    let chunk = bytes::Bytes::from(chunk);
                     this.exchange.on_chunk(&chunk, clock::now());
-                    return Poll::Ready(Some(Ok(chunk)));
+                    publish(&mut this.exchange);
+                    // No copy unless the recording keeps the chunk too (then this is the copy
+                    // the recording used to make).
+                    return Poll::Ready(Some(Ok(Vec::from(chunk))));
                 }
                 Poll::Ready(Some(Err(_))) => break BodyEnd::Failed,
                 Poll::Ready(None) => break BodyEnd::Complete,

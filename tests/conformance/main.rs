@@ -16,7 +16,8 @@
 //!
 //! Trials of a group are named `<target>::<group>::<case>` (parity: `parity::<group>::<case>`),
 //! so that a group runs alone with the filter `::<group>::`: `regions`, and `cost` (cost
-//! accounting, `auto`/tier selection and the estimate endpoint, `cases/cost.rs`), e.g.
+//! accounting, `auto`/tier selection and the estimate endpoint, `cases/cost.rs`), `analytics`
+//! (the Worker's Analytics Engine data points, `cases/analytics.rs`), e.g.
 //! `CONFORMANCE_TARGETS=fly,worker cargo test --test conformance -- ::cost::`.
 
 mod cases;

@@ -47,6 +47,7 @@ pub mod entry;
 pub mod key;
 pub mod policy;
 pub mod recorder;
+pub mod tape;
 
 use bytes::Bytes;
 use serde_json::{Map, Value};
@@ -55,6 +56,7 @@ pub use entry::{CacheEntry, EntryForm};
 pub use key::CacheKey;
 pub use policy::{BypassReason, CacheSettings, RequestControls, TTL_HEADER};
 pub use recorder::StreamRecorder;
+pub use tape::Tape;
 
 use crate::route::Route;
 
@@ -430,7 +432,7 @@ mod tests {
             .stream_recorder(200, Some("text/event-stream"), None)
             .unwrap();
         let sse = b"data: {\"choices\":[{\"delta\":{\"content\":\"x\"}}]}\n\ndata: [DONE]\n\n";
-        r.record(sse);
+        r.record(&Bytes::from_static(sse));
         let entry = r.finish(10_000, None).unwrap();
         let stored = Bytes::from(entry.encode());
 

@@ -4,11 +4,17 @@
 //! The live stream is never held back: the runtime forwards each chunk first and hands a copy
 //! to [`StreamRecorder::record`]. A stream larger than the entry limit stops being recorded (its
 //! bytes are dropped at once) and is not stored.
+//!
+//! The chunks are kept on a [`Tape`] (the same `Bytes`, not a copy), which identical requests
+//! may follow live while the stream is relayed.
+
+use std::sync::Arc;
 
 use bytes::Bytes;
 
 use super::entry::{CacheEntry, EntryForm};
 use super::key::CacheKey;
+use super::tape::{Cut, Tape};
 use crate::sse::SseObserver;
 
 #[derive(Debug)]
@@ -18,7 +24,8 @@ pub struct StreamRecorder {
     content_type: String,
     ttl_secs: u64,
     limit: usize,
-    buf: Vec<u8>,
+    len: usize,
+    tape: Arc<Tape>,
     observer: SseObserver,
     overflowed: bool,
 }
@@ -37,24 +44,31 @@ impl StreamRecorder {
             content_type: content_type.to_string(),
             ttl_secs,
             limit,
-            buf: Vec::new(),
+            len: 0,
+            tape: Arc::default(),
             observer: SseObserver::new(),
             overflowed: false,
         }
     }
 
-    /// Records one chunk of the stream, exactly as it was sent to the client.
-    pub fn record(&mut self, chunk: &[u8]) {
-        if self.overflowed {
-            return;
+    /// Records one chunk of the stream, exactly as it was sent to the client. Returns whether
+    /// the tape has followers to wake (the chunk, or the end of the recording, is news to them).
+    pub fn record(&mut self, chunk: &Bytes) -> bool {
+        if self.overflowed || chunk.is_empty() {
+            return false;
         }
-        if self.buf.len() + chunk.len() > self.limit {
+        if self.len + chunk.len() > self.limit {
             self.overflowed = true;
-            self.buf = Vec::new();
-            return;
+            return self.tape.cut(Cut::TooLarge);
         }
+        self.len += chunk.len();
         self.observer.observe(chunk);
-        self.buf.extend_from_slice(chunk);
+        self.tape.push(chunk.clone())
+    }
+
+    /// The recording so far, as followers read it.
+    pub fn tape(&self) -> &Arc<Tape> {
+        &self.tape
     }
 
     /// Did the stream so far end with `[DONE]` and no error event?
@@ -67,7 +81,11 @@ impl StreamRecorder {
     /// `usage`: what the upstream reported (a usage chunk the client did not ask for is not in
     /// the recorded stream, but is what the answer cost).
     pub fn finish(self, now_ms: u64, usage: Option<crate::sse::Usage>) -> Option<CacheEntry> {
-        if !self.is_complete() || !ends_with_event_boundary(&self.buf) {
+        if !self.is_complete() {
+            return None;
+        }
+        let body = self.tape.concat();
+        if !ends_with_event_boundary(&body) {
             return None;
         }
         Some(CacheEntry {
@@ -78,7 +96,7 @@ impl StreamRecorder {
             stored_at_ms: now_ms,
             expires_at_ms: now_ms.saturating_add(self.ttl_secs.saturating_mul(1000)),
             usage: usage.or(self.observer.usage()),
-            body: Bytes::from(self.buf),
+            body,
         })
     }
 }
@@ -106,7 +124,7 @@ data: [DONE]\n\n";
         for size in [1, 3, 7, STREAM.len()] {
             let mut r = recorder(1 << 20);
             for c in STREAM.chunks(size) {
-                r.record(c);
+                r.record(&Bytes::copy_from_slice(c));
             }
             let e = r.finish(5_000, None).unwrap();
             assert_eq!(&e.body[..], STREAM);
@@ -119,35 +137,37 @@ data: [DONE]\n\n";
     #[test]
     fn cut_off_streams_are_not_recorded() {
         let mut r = recorder(1 << 20);
-        r.record(&STREAM[..STREAM.len() - 16]);
+        r.record(&Bytes::from_static(&STREAM[..STREAM.len() - 16]));
         assert!(r.finish(0, None).is_none());
     }
 
     #[test]
     fn error_events_prevent_recording() {
         let mut r = recorder(1 << 20);
-        r.record(
+        r.record(&Bytes::from_static(
             b"data: {\"choices\":[]}\n\ndata: {\"error\":{\"message\":\"x\"}}\n\ndata: [DONE]\n\n",
-        );
+        ));
         assert!(r.finish(0, None).is_none());
         let mut r = recorder(1 << 20);
-        r.record(b"event: error\ndata: {}\n\ndata: [DONE]\n\n");
+        r.record(&Bytes::from_static(
+            b"event: error\ndata: {}\n\ndata: [DONE]\n\n",
+        ));
         assert!(r.finish(0, None).is_none());
     }
 
     #[test]
     fn oversized_streams_are_dropped_not_kept() {
         let mut r = recorder(32);
-        r.record(STREAM);
-        assert!(r.buf.is_empty());
+        r.record(&Bytes::from_static(STREAM));
+        assert!(r.tape().concat().is_empty());
         assert!(r.finish(0, None).is_none());
     }
 
     #[test]
     fn a_partial_event_after_done_is_refused() {
         let mut r = recorder(1 << 20);
-        r.record(STREAM);
-        r.record(b"data: {\"x\"");
+        r.record(&Bytes::from_static(STREAM));
+        r.record(&Bytes::from_static(b"data: {\"x\""));
         assert!(r.finish(0, None).is_none());
     }
 }

@@ -554,7 +554,9 @@ impl Exchange {
             None => chunk,
         };
         if let Some(r) = &mut relay.recorder {
-            r.record(&chunk);
+            if r.record(&chunk) {
+                router.publish();
+            }
         }
         self.log.bytes_out += chunk.len() as u64;
         self.relay_counted += chunk.len() as u64;
@@ -589,6 +591,13 @@ impl Exchange {
         if self.committed {
             self.deadline = Some((now.instant.plus(self.idle_timeout()), Timer::Idle));
             self.first_token(now);
+            // The head went out with the keepalives: this is the stream identical requests
+            // may follow from now on.
+            self.go_live(
+                200,
+                Some(HeaderValue::from_static("text/event-stream")),
+                router,
+            );
             if !prefix.is_empty() {
                 self.outbox = Some(prefix);
             }

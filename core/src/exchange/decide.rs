@@ -14,7 +14,7 @@ use crate::cache::{self, CacheEntry, CachePlan, CacheStatus};
 use crate::error::GatewayError;
 use crate::gateway::Plan;
 use crate::headers;
-use crate::router::{FlightState, Join, Router};
+use crate::router::{FlightState, Join, Live, Router};
 use crate::time::{Instant, Now};
 
 /// Decisions between the IO steps.
@@ -223,7 +223,9 @@ impl Exchange {
                 self.waiting = Some((key, id));
                 let own = self.started.plus(max_wait);
                 self.deadline = Some((until.min(own), Timer::Flight));
-                self.step = Step::AwaitFlight;
+                // Its leader may be relaying already: follow at once rather than at the next
+                // wake-up.
+                self.step = Step::CheckFlight;
             }
         }
     }
@@ -235,6 +237,17 @@ impl Exchange {
         };
         match router.flight(&key, id, now.instant) {
             FlightState::Pending { .. } => self.step = Step::AwaitFlight,
+            // A plain request (never on a stream's flight: the form is in the key) waits for
+            // the landed answer.
+            FlightState::Live(_) if !self.log.stream => self.step = Step::AwaitFlight,
+            FlightState::Live(live) => {
+                self.waiting = None;
+                self.deadline = None;
+                if !self.start_following(&live, now) {
+                    // Too late to follow (the recording was dropped): call the upstream.
+                    self.step = Step::Send;
+                }
+            }
             FlightState::Landed(Some(entry)) => {
                 self.waiting = None;
                 self.deadline = None;
@@ -350,8 +363,9 @@ impl Exchange {
                     self.first_token(now);
                 }
             }
-            // Never given by a step: see `commit`.
-            ResponseBody::Driven => {}
+            // A follower's (a leader's own driven response is never given by a step: see
+            // `commit`).
+            ResponseBody::Driven => self.step = Step::Follow,
         }
         self.timing_header(&mut response.headers, now);
         self.rate_headers(&mut response.headers);
@@ -359,10 +373,42 @@ impl Exchange {
         self.body = Bytes::new();
         self.forward_headers = None;
         let entry = self.landing.take();
-        if !response.store_on_end {
+        if response.store_on_end {
+            let content_type = response.headers.get(CONTENT_TYPE).cloned();
+            self.go_live(response.status, content_type, router);
+        } else {
             // Nothing more will come of this flight.
             self.land(entry, now, router);
         }
+    }
+
+    /// The stream this request relays is its flight's answer in the making: identical streamed
+    /// requests may follow it from now on.
+    pub(super) fn go_live(
+        &mut self,
+        status: u16,
+        content_type: Option<HeaderValue>,
+        router: &mut Router,
+    ) {
+        let Some((key, id)) = self.leading else {
+            return;
+        };
+        let Some(tape) = self
+            .relay
+            .as_ref()
+            .and_then(|r| r.recorder.as_ref())
+            .map(|r| r.tape().clone())
+        else {
+            return;
+        };
+        let content_type =
+            content_type.unwrap_or_else(|| HeaderValue::from_static("text/event-stream"));
+        let live = Live {
+            status,
+            content_type,
+            tape,
+        };
+        router.go_live(&key, id, Arc::new(live));
     }
 
     /// Ends the flight this request leads, sharing `entry` with its waiters.

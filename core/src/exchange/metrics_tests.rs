@@ -4,10 +4,10 @@
 use super::failover_tests::{pinned_chat, regions, status, ERR_503, REGIONS};
 use super::tests::*;
 use super::*;
-use crate::metrics::{RequestKey, Viewer};
+use crate::metrics::Viewer;
 
 fn requests(sim: &Sim) -> u64 {
-    sim.router.tally().requests.values().sum()
+    sim.router.tally().statuses.values().sum()
 }
 
 fn summary_json(sim: &Sim, viewer: Viewer<'_>) -> serde_json::Value {
@@ -26,22 +26,28 @@ fn a_request_a_cache_hit_and_an_error_each_move_their_series_by_one() {
         &json_answer(5, ANSWER),
     );
     let t = sim.router.tally();
-    let key = RequestKey {
-        route: "chat_completions",
-        status: 200,
-        model: "other".into(),
-        upstream: "default".into(),
-        cache: "miss",
-    };
-    assert_eq!(t.requests.get(&key), Some(&1), "{:?}", t.requests);
-    assert_eq!(t.cache.get("miss"), Some(&1));
-    assert_eq!(t.attempts.get(&("default".into(), "ok".into())), Some(&1));
+    assert_eq!(t.statuses.get(&200), Some(&1));
+    assert_eq!(t.cache_misses, 1);
+    assert_eq!(t.upstreams["default"].ok, 1);
     assert_eq!(t.latency.count(), 1);
+    #[cfg(feature = "series")]
+    {
+        let key = crate::metrics::RequestKey {
+            route: "chat_completions",
+            status: 200,
+            model: "other".into(),
+            upstream: "default".into(),
+            cache: "miss",
+        };
+        assert_eq!(t.series.requests.get(&key), Some(&1));
+        let ok = ("default".to_string(), "ok".to_string());
+        assert_eq!(t.series.attempts.get(&ok), Some(&1));
+    }
 
     let hit = sim.drive(sim.chat(), ClientBody::After(0, CHAT0), &Up::Silent);
     assert_eq!(hit.log.cache, Some("hit"));
     let t = sim.router.tally();
-    assert_eq!(t.cache.get("hit"), Some(&1));
+    assert_eq!(t.cache_hits, 1);
     assert_eq!(t.cache_bytes_served, ANSWER.len() as u64);
     assert_eq!(requests(&sim), 2);
 
@@ -82,15 +88,20 @@ fn a_failover_counts_one_failover_from_the_upstream_that_failed_with_its_outcome
     );
     assert_eq!(out.status, 200);
     let t = sim.router.tally();
+    assert_eq!(t.failed_over, 1);
     assert_eq!(
-        t.failovers.get(&("a".into(), "http_503".into())),
-        Some(&1),
-        "{:?}",
-        t.failovers
+        (t.upstreams["a"].failed, t.upstreams["a"].failovers),
+        (1, 1)
     );
-    assert_eq!(t.failovers.values().sum::<u64>(), 1);
-    assert_eq!(t.attempts.get(&("a".into(), "http_503".into())), Some(&1));
-    assert_eq!(t.attempts.get(&("b".into(), "ok".into())), Some(&1));
+    assert_eq!(t.upstreams["b"].ok, 1);
+    #[cfg(feature = "series")]
+    {
+        let s = &t.series;
+        let a503 = ("a".to_string(), "http_503".to_string());
+        assert_eq!(s.failovers.get(&a503), Some(&1), "{:?}", s.failovers);
+        assert_eq!(s.failovers.values().sum::<u64>(), 1);
+        assert_eq!(s.attempts.get(&a503), Some(&1));
+    }
     let v = summary_json(&sim, Viewer::Operator);
     assert_eq!(v["failovers"], 1);
     let a = &v["attempts"][0];
@@ -121,7 +132,7 @@ fn a_model_the_configuration_does_not_know_is_counted_as_other_not_as_typed() {
         &json_answer(5, ANSWER),
     );
     let t = sim.router.tally();
-    let models: Vec<&str> = t.requests.keys().map(|k| k.model.as_str()).collect();
+    let models: Vec<&str> = t.models.keys().map(String::as_str).collect();
     assert!(models.contains(&"other"), "{models:?}");
     assert!(
         models.contains(&"gpt-4o-mini"),
@@ -130,6 +141,19 @@ fn a_model_the_configuration_does_not_know_is_counted_as_other_not_as_typed() {
     assert!(!models.iter().any(|m| m.contains("made-up")));
     // A priced model's usage is costed and counted in the GenAI token histogram.
     assert!(t.models["gpt-4o-mini"].cost > crate::pricing::Money::ZERO);
+}
+
+#[cfg(feature = "series")]
+#[test]
+fn genai_histograms_count_tokens_and_durations_by_the_conventions_attributes() {
+    let mut sim = Sim::new(CONFIG);
+    const KNOWN: &[u8] = br#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#;
+    sim.drive(
+        sim.chat(),
+        ClientBody::After(0, KNOWN),
+        &json_answer(5, ANSWER),
+    );
+    let t = &sim.router.tally().series;
     let input = t
         .token_usage
         .iter()
@@ -157,14 +181,18 @@ fn a_stream_records_its_time_to_first_token_and_time_per_output_token() {
     let out = sim.drive(sim.chat(), ClientBody::After(0, STREAM), &up);
     assert_eq!(out.status, 200);
     let t = sim.router.tally();
-    let ttft: Vec<_> = t.time_to_first_token.values().map(|h| h.count()).collect();
-    assert_eq!(ttft, [1]);
-    let tpot: Vec<_> = t.time_per_output_token.values().map(|h| h.sum()).collect();
-    assert_eq!(tpot.len(), 1);
-    // (total - ttft) over the two tokens after the first.
-    let expected = (out.log.total_ms - out.log.ttft_ms.unwrap()) / 1000.0 / 2.0;
-    assert!((tpot[0] - expected).abs() < 1e-9, "{tpot:?} vs {expected}");
     assert_eq!(t.ttft.count(), 1);
+    #[cfg(feature = "series")]
+    {
+        let t = &t.series;
+        let ttft: Vec<_> = t.time_to_first_token.values().map(|h| h.count()).collect();
+        assert_eq!(ttft, [1]);
+        let tpot: Vec<_> = t.time_per_output_token.values().map(|h| h.sum()).collect();
+        assert_eq!(tpot.len(), 1);
+        // (total - ttft) over the two tokens after the first.
+        let expected = (out.log.total_ms - out.log.ttft_ms.unwrap()) / 1000.0 / 2.0;
+        assert!((tpot[0] - expected).abs() < 1e-9, "{tpot:?} vs {expected}");
+    }
 }
 
 #[test]

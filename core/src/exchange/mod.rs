@@ -43,8 +43,10 @@
 //!     }
 //! }
 //! // A relayed body: hand each chunk to the client, then ex.on_chunk(&chunk, now) (observation
-//! // never holds a chunk back); at its end ex.on_end(..) gives a tail to send, a store to make,
-//! // or an abort. When the response is over (or the client is gone): ex.finish(now, &mut router)
+//! // never holds a chunk back); if ex.publish_due() then: ex.publish(&mut router) and
+//! // router.take_wakeup() (requests follow this stream: wake them; never true for a stream
+//! // nobody follows, whose relay never takes the router); at its end ex.on_end(..) gives a tail
+//! // to send, a store to make, or an abort. When the response is over (or the client is gone): ex.finish(now, &mut router)
 //! // gives the log record, once; then ex.take_settlement() gives a limiter call to make in the
 //! // background (the correction of the key's reservation to the actual usage), if any.
 //! ```
@@ -53,6 +55,7 @@
 mod accounting;
 mod attempts;
 mod decide;
+mod follow;
 mod limit;
 mod relay;
 mod response;
@@ -61,6 +64,8 @@ mod response;
 mod cost_tests;
 #[cfg(test)]
 mod failover_tests;
+#[cfg(test)]
+mod fanout_tests;
 #[cfg(test)]
 mod limit_tests;
 #[cfg(test)]
@@ -238,6 +243,8 @@ enum Timer {
     Backoff,
     /// Silence between two chunks of a driven stream.
     Idle,
+    /// Silence of the stream a follower follows.
+    Follow,
     /// The limiter's store.
     Limit,
 }
@@ -270,6 +277,8 @@ enum Step {
     Store(Store, Response),
     Respond(Response),
     Relaying,
+    /// A driven response following another request's stream.
+    Follow,
     /// A driven response's last steps.
     StoreThenEnd(Store),
     End {
@@ -317,6 +326,10 @@ pub struct Exchange {
     waiting: Option<(CacheKey, FlightId)>,
     /// The answer to share with the waiters when the response goes out.
     landing: Option<Arc<CacheEntry>>,
+    /// The stream this request follows (another request's, live).
+    following: Option<follow::Follow>,
+    /// The relayed stream's followers must be woken ([`Exchange::publish`]).
+    publish_due: bool,
     deadline: Option<(Instant, Timer)>,
     attempts: u32,
     sent_at: Option<Instant>,
@@ -475,6 +488,8 @@ impl Exchange {
             leading: None,
             waiting: None,
             landing: None,
+            following: None,
+            publish_due: false,
             deadline: None,
             attempts: 0,
             sent_at: None,
@@ -605,6 +620,11 @@ impl Exchange {
                     self.respond_started(&mut response, now, router);
                     return Action::Respond(response);
                 }
+                Step::Follow => {
+                    if let Some(action) = self.follow(now) {
+                        return action;
+                    }
+                }
                 Step::StoreThenEnd(store) => {
                     self.step = Step::End { abort: false };
                     return Action::Store(store);
@@ -707,6 +727,7 @@ impl Exchange {
                 self.on_limit(Err(()), now, router);
             }
             (Timer::Idle, Step::AwaitChunk) => self.driven_stalled(now, router),
+            (Timer::Follow, Step::Follow) => self.follow_stalled(),
             _ => {}
         }
     }

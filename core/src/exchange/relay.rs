@@ -6,6 +6,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::{BodyEnd, EndOfRelay, Exchange, Step, Store};
+use crate::cache::tape::{Cut, Ending};
 use crate::cache::CacheStatus;
 use crate::error::GatewayError;
 use crate::log::RequestLog;
@@ -15,8 +16,8 @@ use crate::time::{millis_f64, Now};
 /// The relay of an upstream body, and the end of the exchange.
 impl Exchange {
     /// A chunk of the relayed body, already handed to the client (observation never holds a
-    /// chunk back).
-    pub fn on_chunk(&mut self, chunk: &[u8], now: Now) {
+    /// chunk back). Then see [`Exchange::publish_due`].
+    pub fn on_chunk(&mut self, chunk: &Bytes, now: Now) {
         let Some(relay) = &mut self.relay else {
             return;
         };
@@ -37,7 +38,7 @@ impl Exchange {
             first = !had_content && o.saw_content();
         }
         if let Some(r) = &mut relay.recorder {
-            r.record(chunk);
+            self.publish_due |= r.record(chunk);
         }
         if first {
             self.first_token(now);
@@ -46,7 +47,8 @@ impl Exchange {
 
     /// A chunk of a [`RelayMode::Filter`](super::RelayMode::Filter) body, before it goes to the
     /// client: returns what to send (the same bytes unless the chunk held the usage event the
-    /// client did not ask for, or the start of an event still coming).
+    /// client did not ask for, or the start of an event still coming). Then see
+    /// [`Exchange::publish_due`].
     pub fn on_chunk_filtered(&mut self, chunk: Bytes, now: Now) -> Bytes {
         let Some(relay) = &mut self.relay else {
             return chunk;
@@ -66,7 +68,7 @@ impl Exchange {
             None => chunk,
         };
         if let Some(r) = &mut relay.recorder {
-            r.record(&out);
+            self.publish_due |= r.record(&out);
         }
         self.relay_counted += out.len() as u64;
         self.log.bytes_out += out.len() as u64;
@@ -74,6 +76,20 @@ impl Exchange {
             self.first_token(now);
         }
         out
+    }
+
+    /// Whether requests follow the relayed stream and have news (a chunk, or the end of the
+    /// recording): then call [`Exchange::publish`] with the router, then check
+    /// [`Router::take_wakeup`]. Never true for a stream nobody follows.
+    pub fn publish_due(&self) -> bool {
+        self.publish_due
+    }
+
+    /// Tells the router the followers have news (see [`Exchange::publish_due`]).
+    pub fn publish(&mut self, router: &mut Router) {
+        if std::mem::take(&mut self.publish_due) {
+            router.publish();
+        }
     }
 
     /// Whether the relayed body may get bytes after the upstream's (an error event), so its
@@ -112,6 +128,7 @@ impl Exchange {
             self.log.bytes_out += t.len() as u64;
         }
         let recorder = relay.recorder.take();
+        let tape = recorder.as_ref().map(|r| r.tape().clone());
         let entry = match (end, recorder) {
             (BodyEnd::Complete, Some(r)) => r.finish(now.unix.as_millis(), usage).map(Arc::new),
             _ => None,
@@ -120,6 +137,18 @@ impl Exchange {
         self.account_stream(sse.as_ref());
         if let Some(r) = &mut self.relay {
             r.sse = sse;
+        }
+        if let Some(tape) = tape {
+            // Followers end as this client's stream ends: the same tail, the same error.
+            let ending = Ending {
+                tail: tail.clone().unwrap_or_default(),
+                complete: end == BodyEnd::Complete && self.log.stream_complete == Some(true),
+                error: self.log.error_code.clone(),
+                usage,
+            };
+            if tape.end(ending) {
+                router.publish();
+            }
         }
         self.land(entry.clone(), now, router);
         let store = match (entry, &self.lookup) {
@@ -159,10 +188,23 @@ impl Exchange {
             idle_ms: self.idle_timeout().as_millis() as u64,
         };
         self.log.error_code = err.code().map(str::to_string);
+        let tape = self.relay.as_mut().and_then(|relay| {
+            relay.ended = true;
+            relay.recorder.take().map(|r| r.tape().clone())
+        });
+        if let Some(tape) = tape {
+            let ending = Ending {
+                tail: Bytes::from(err.sse_event()),
+                complete: false,
+                error: self.log.error_code.clone(),
+                usage: None,
+            };
+            if tape.end(ending) {
+                router.publish();
+            }
+        }
         self.land(None, now, router);
         let relay = self.relay.as_mut()?;
-        relay.ended = true;
-        relay.recorder = None;
         if relay.sse.is_none() {
             return Some(EndOfRelay {
                 abort: true,
@@ -189,6 +231,19 @@ impl Exchange {
     pub fn finish(&mut self, now: Now, router: &mut Router) -> Option<RequestLog> {
         if std::mem::replace(&mut self.finished, true) {
             return None;
+        }
+        self.stop_following();
+        let recording = self
+            .relay
+            .as_mut()
+            .filter(|r| !r.ended)
+            .and_then(|r| r.recorder.take());
+        if let Some(r) = recording {
+            // The client went away mid-stream, and the upstream call goes with it: followers
+            // end as a cut stream (see `follow`).
+            if r.tape().cut(Cut::LeaderGone) {
+                router.publish();
+            }
         }
         self.land(None, now, router);
         self.release_current(router);

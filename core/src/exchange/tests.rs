@@ -504,7 +504,7 @@ impl Sim {
                     } else {
                         out.body.extend_from_slice(chunk);
                         out.chunk_times.push(self.ms() - started);
-                        ex.on_chunk(chunk, self.now());
+                        ex.on_chunk(&Bytes::from_static(chunk), self.now());
                     }
                 }
                 let now = self.now();
@@ -1269,10 +1269,11 @@ fn a_client_gone_mid_stream_releases_the_waiters_and_is_logged_incomplete() {
     assert!(r.store_on_end, "a recorded stream may be stored at its end");
     assert!(r.prefix.is_empty());
     assert!(
-        !sim.router.take_wakeup(),
-        "the waiters wait for the recording"
+        sim.router.take_wakeup(),
+        "the stream goes live: streamed waiters may follow it"
     );
-    leader.on_chunk(SSE[0], sim.now());
+    leader.on_chunk(&Bytes::from_static(SSE[0]), sim.now());
+    assert!(!leader.publish_due(), "nobody follows: nothing to publish");
     let log = leader.finish(sim.now(), &mut sim.router).unwrap();
     assert!(
         sim.router.take_wakeup(),

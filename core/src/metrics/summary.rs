@@ -140,19 +140,19 @@ pub(super) fn build<'a>(
     now: UnixMillis,
 ) -> Summary<'a> {
     let mut requests = Requests::default();
-    for (k, n) in &t.requests {
+    for (status, n) in &t.statuses {
         requests.total += n;
-        if k.status >= 400 {
+        if *status >= 400 {
             requests.errors += n;
         }
-        if (400..500).contains(&k.status) {
+        if (400..500).contains(status) {
             requests.client_errors += n;
         }
-        if k.status >= 500 {
+        if *status >= 500 {
             requests.server_errors += n;
         }
     }
-    requests.rate_limited = t.refusals.values().sum();
+    requests.rate_limited = t.refused;
 
     let points: Vec<RecentBucket> = t.recent.points(now).collect();
     let last_minute = 60 / RECENT_STEP_SECS as usize;
@@ -177,40 +177,26 @@ pub(super) fn build<'a>(
             .collect(),
     };
 
-    let mut attempts: Vec<UpstreamAttempts<'a>> = settings
+    let attempts: Vec<UpstreamAttempts<'a>> = settings
         .upstreams
         .iter()
-        .map(|u| UpstreamAttempts {
-            upstream: &u.name,
-            ok: 0,
-            failed: 0,
-            failovers: 0,
-            ejections: 0,
+        .map(|u| {
+            let c = t.upstreams.get(&u.name).copied().unwrap_or_default();
+            UpstreamAttempts {
+                upstream: &u.name,
+                ok: c.ok,
+                failed: c.failed,
+                failovers: c.failovers,
+                ejections: 0,
+            }
         })
         .collect();
-    for ((upstream, outcome), n) in &t.attempts {
-        if let Some(a) = attempts.iter_mut().find(|a| a.upstream == upstream) {
-            if outcome == "ok" {
-                a.ok += n;
-            } else {
-                a.failed += n;
-            }
-        }
-    }
-    let mut failovers = 0;
-    for ((upstream, _), n) in &t.failovers {
-        failovers += n;
-        if let Some(a) = attempts.iter_mut().find(|a| a.upstream == upstream) {
-            a.failovers += n;
-        }
-    }
 
-    let count = |c: &str| t.cache.get(c).copied().unwrap_or(0);
-    let (hits, misses) = (count("hit"), count("miss"));
+    let (hits, misses) = (t.cache_hits, t.cache_misses);
     let cache = Cache {
         hits,
         misses,
-        bypass: count("bypass"),
+        bypass: t.cache_bypass,
         hit_rate: (hits + misses > 0).then(|| hits as f64 / (hits + misses) as f64),
         saved_usd: t.cache_saved,
         bytes_served: t.cache_bytes_served,
@@ -242,8 +228,8 @@ pub(super) fn build<'a>(
         insert_by(&mut by_key, row, |r| r.cost_usd.picos());
     }
     let spend = Spend {
-        total_usd: t.cost.values().copied().sum(),
-        unpriced: t.unpriced.values().sum(),
+        total_usd: t.models.values().map(|m| m.cost).sum(),
+        unpriced: t.unpriced,
         by_model,
         by_key,
     };
@@ -268,7 +254,7 @@ pub(super) fn build<'a>(
         since: t.since.map(|s| format_time(s.as_millis())),
         requests,
         series,
-        failovers,
+        failovers: t.failed_over,
         attempts,
         cache,
         spend,

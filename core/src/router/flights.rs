@@ -1,11 +1,24 @@
 //! Coalescing of identical concurrent cache misses.
+//!
+//! A leader relaying a recorded event stream makes its flight *live*: the head its client got
+//! and the [`Tape`] of chunks relayed so far, which waiting streams follow as it grows instead
+//! of waiting for the whole answer. A live flight stays joinable until it lands (its leader
+//! always lands it, when its stream ends or its client goes away), however long the stream.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::cache::{CacheEntry, CacheKey};
+use crate::cache::{CacheEntry, CacheKey, Tape};
 use crate::time::Instant;
+
+/// A leader's stream as followers see it.
+#[derive(Debug)]
+pub struct Live {
+    pub status: u16,
+    pub content_type: http::HeaderValue,
+    pub tape: Arc<Tape>,
+}
 
 /// Identifies one flight, so a late report about an old flight never ends a newer one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,6 +38,8 @@ pub enum Join {
 pub enum FlightState {
     /// Still in the air until at most this instant.
     Pending { until: Instant },
+    /// Its leader relays a stream that can be followed.
+    Live(Arc<Live>),
     /// Landed with this answer (`None`: nothing to share).
     Landed(Option<Arc<CacheEntry>>),
     /// Gone (landed long ago, or replaced): nothing to share.
@@ -36,6 +51,7 @@ enum Flight {
     Pending {
         id: FlightId,
         until: Instant,
+        live: Option<Arc<Live>>,
     },
     Landed {
         id: FlightId,
@@ -69,6 +85,7 @@ impl Flights {
         }
         self.next_sweep = now.plus(Duration::from_secs(1));
         self.map.retain(|_, f| match f {
+            Flight::Pending { live: Some(_), .. } => true,
             Flight::Pending { until, .. } | Flight::Landed { until, .. } => *until > now,
         });
     }
@@ -76,7 +93,15 @@ impl Flights {
     pub fn join(&mut self, key: CacheKey, now: Instant, max_wait: Duration) -> Join {
         self.sweep(now);
         match self.map.get(&key) {
-            Some(Flight::Pending { id, until }) if *until > now => {
+            Some(Flight::Pending {
+                id, live: Some(_), ..
+            }) => {
+                return Join::Wait {
+                    id: *id,
+                    until: now.plus(max_wait),
+                }
+            }
+            Some(Flight::Pending { id, until, .. }) if *until > now => {
                 return Join::Wait {
                     id: *id,
                     until: *until,
@@ -92,6 +117,7 @@ impl Flights {
             Flight::Pending {
                 id,
                 until: now.plus(max_wait),
+                live: None,
             },
         );
         Join::Lead(id)
@@ -99,13 +125,30 @@ impl Flights {
 
     pub fn state(&self, key: &CacheKey, id: FlightId, now: Instant) -> FlightState {
         match self.map.get(key) {
-            Some(Flight::Pending { id: f, until }) if *f == id && *until > now => {
+            Some(Flight::Pending {
+                id: f,
+                live: Some(live),
+                ..
+            }) if *f == id => FlightState::Live(live.clone()),
+            Some(Flight::Pending { id: f, until, .. }) if *f == id && *until > now => {
                 FlightState::Pending { until: *until }
             }
             Some(Flight::Landed { id: f, entry, .. }) if *f == id => {
                 FlightState::Landed(entry.clone())
             }
             _ => FlightState::Gone,
+        }
+    }
+
+    /// The leader's stream can be followed. Returns whether the flight is still this leader's
+    /// (and its waiters must be woken).
+    pub fn go_live(&mut self, key: &CacheKey, id: FlightId, stream: Arc<Live>) -> bool {
+        match self.map.get_mut(key) {
+            Some(Flight::Pending { id: f, live, .. }) if *f == id => {
+                *live = Some(stream);
+                true
+            }
+            _ => false,
         }
     }
 

@@ -5,7 +5,8 @@
 //! - **flights**: identical concurrent misses make one upstream call. The first miss for a key
 //!   leads; later ones wait for its answer. A finished flight lingers briefly so a request that
 //!   arrives just after it (before the store has the entry) is answered from it instead of
-//!   starting a second call.
+//!   starting a second call. A leader relaying a recorded event stream makes its flight *live*:
+//!   waiting streams follow it as it is relayed ([`Live`]) instead of waiting for its end.
 //! - **store health**: after a failure of the shared store (Redis, Workers KV), the store is left
 //!   alone for a back-off period, so a dead store costs requests nothing.
 //!
@@ -16,7 +17,8 @@
 //! # What the runtime does
 //! - Calls the exchange's methods that take `&mut Router` while holding it (briefly: no IO).
 //! - After any such call, checks [`Router::take_wakeup`]: when true, wakes every request parked
-//!   on [`crate::Action::AwaitFlight`] (they re-check their flight; spurious wakes are harmless).
+//!   on [`crate::Action::AwaitFlight`] (they re-check their flight, or the stream they follow;
+//!   spurious wakes are harmless).
 //! - Reports the outcome of shared-store calls with [`Router::store_result`].
 
 mod flights;
@@ -30,7 +32,7 @@ use std::time::Duration;
 use crate::cache::{CacheEntry, CacheKey};
 use crate::time::Instant;
 
-pub use flights::{FlightId, FlightState, Join};
+pub use flights::{FlightId, FlightState, Join, Live};
 pub use order::{OrderRequest, SAME_PLACE_KM};
 pub use store::StoreChange;
 pub use upstreams::{LastError, LastProbe, Report, UpstreamStatus, Verdict};
@@ -159,6 +161,18 @@ impl Router {
         if self.flights.land(key, id, entry, now.plus(FLIGHT_LINGER)) {
             self.wakeup = true;
         }
+    }
+
+    /// A leader's stream can be followed: wakes its waiters.
+    pub fn go_live(&mut self, key: &CacheKey, id: FlightId, live: Arc<Live>) {
+        if self.flights.go_live(key, id, live) {
+            self.wakeup = true;
+        }
+    }
+
+    /// A followed stream has news (a chunk, its end): wakes the parked requests.
+    pub fn publish(&mut self) {
+        self.wakeup = true;
     }
 
     /// Whether parked waiters must be woken (and clears the flag).

@@ -153,12 +153,13 @@ impl Collector for TallyCollector {
 }
 
 fn encode_tally(e: &mut DescriptorEncoder, t: &Tally) -> Fmt {
+    let series = &t.series;
     counter(
         e,
         "gateway_requests",
         "Requests answered, by route, status, model (as sent upstream), upstream and cache result.",
         None,
-        t.requests.iter().map(|(k, n)| {
+        series.requests.iter().map(|(k, n)| {
             let status = k.status.to_string();
             (
                 vec![
@@ -177,7 +178,7 @@ fn encode_tally(e: &mut DescriptorEncoder, t: &Tally) -> Fmt {
         "gateway_upstream_attempts",
         "Upstream attempts, by upstream and outcome (ok, http_<status>, timed_out, refused, ...).",
         None,
-        t.attempts.iter().map(|((u, o), n)| {
+        series.attempts.iter().map(|((u, o), n)| {
             (
                 [("upstream", u.as_str()), ("outcome", o.as_str())],
                 *n as f64,
@@ -189,7 +190,7 @@ fn encode_tally(e: &mut DescriptorEncoder, t: &Tally) -> Fmt {
         "gateway_failovers",
         "Attempts after which the request moved to another upstream, by the upstream left and its outcome.",
         None,
-        t.failovers
+        series.failovers
             .iter()
             .map(|((u, o), n)| ([("upstream", u.as_str()), ("outcome", o.as_str())], *n as f64)),
     )?;
@@ -198,7 +199,14 @@ fn encode_tally(e: &mut DescriptorEncoder, t: &Tally) -> Fmt {
         "gateway_cache_requests",
         "Inference requests by cache result (hit, miss, bypass).",
         None,
-        t.cache.iter().map(|(r, n)| ([("result", *r)], *n as f64)),
+        [
+            ("hit", t.cache_hits),
+            ("miss", t.cache_misses),
+            ("bypass", t.cache_bypass),
+        ]
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(r, n)| ([("result", r)], n as f64)),
     )?;
     counter(
         e,
@@ -219,7 +227,8 @@ fn encode_tally(e: &mut DescriptorEncoder, t: &Tally) -> Fmt {
         "gateway_cost_usd",
         "Spend in USD (usage times the model's price), by model and client key id.",
         None,
-        t.cost
+        series
+            .cost
             .iter()
             .map(|((m, k), c)| ([("model", m.as_str()), ("key", k.as_str())], c.as_f64())),
     )?;
@@ -228,7 +237,7 @@ fn encode_tally(e: &mut DescriptorEncoder, t: &Tally) -> Fmt {
         "gateway_rate_limit_refusals",
         "Requests refused by a key's limits, by key id and limit (requests, tokens, budget, store).",
         None,
-        t.refusals
+        series.refusals
             .iter()
             .map(|((k, l), n)| ([("key", k.as_str()), ("limit", *l)], *n as f64)),
     )?;
@@ -237,7 +246,8 @@ fn encode_tally(e: &mut DescriptorEncoder, t: &Tally) -> Fmt {
         "gateway_unpriced_responses",
         "Answers with usage for a model that has no price (counted, never as free), by model.",
         None,
-        t.unpriced
+        series
+            .unpriced
             .iter()
             .map(|(m, n)| ([("model", m.as_str())], *n as f64)),
     )?;
@@ -273,7 +283,7 @@ fn encode_tally(e: &mut DescriptorEncoder, t: &Tally) -> Fmt {
         "gen_ai_client_token_usage",
         "Number of input and output tokens used (OpenTelemetry gen_ai.client.token.usage).",
         None,
-        t.token_usage.iter().map(|((k, kind), h)| {
+        series.token_usage.iter().map(|((k, kind), h)| {
             let mut l = genai(k);
             l.push(("gen_ai_token_type", kind.to_string()));
             (l, h)
@@ -284,7 +294,7 @@ fn encode_tally(e: &mut DescriptorEncoder, t: &Tally) -> Fmt {
         "gen_ai_server_request_duration",
         "Generative AI request duration, as the gateway served it (gen_ai.server.request.duration).",
         Some(&Unit::Seconds),
-        t.request_duration.iter().map(|((k, err), h)| {
+        series.request_duration.iter().map(|((k, err), h)| {
             let mut l = genai(k);
             l.push(("error_type", err.clone()));
             (l, h)
@@ -295,14 +305,20 @@ fn encode_tally(e: &mut DescriptorEncoder, t: &Tally) -> Fmt {
         "gen_ai_server_time_to_first_token",
         "Time to the first content of a stream (gen_ai.server.time_to_first_token).",
         Some(&Unit::Seconds),
-        t.time_to_first_token.iter().map(|(k, h)| (genai(k), h)),
+        series
+            .time_to_first_token
+            .iter()
+            .map(|(k, h)| (genai(k), h)),
     )?;
     histogram(
         e,
         "gen_ai_server_time_per_output_token",
         "Time per output token after the first, for streams (gen_ai.server.time_per_output_token).",
         Some(&Unit::Seconds),
-        t.time_per_output_token.iter().map(|(k, h)| (genai(k), h)),
+        series
+            .time_per_output_token
+            .iter()
+            .map(|(k, h)| (genai(k), h)),
     )
 }
 

@@ -510,7 +510,7 @@ pub async fn cache_concurrent_identical_misses_make_one_upstream_call(ctx: Arc<C
     ctx.expect_upstream_calls(&model, 1, "20 identical concurrent misses coalesce")
         .await;
 
-    // Streams too: the waiters get the whole recorded stream once the leader's is complete.
+    // Streams too: the waiters follow the leader's stream (see the case below).
     let model = ctx.model("mock-stream-3x100ms", "cache_coalesce_stream");
     let body = stream0(&model, "together");
     let calls: Vec<_> = (0..5)
@@ -524,6 +524,79 @@ pub async fn cache_concurrent_identical_misses_make_one_upstream_call(ctx: Arc<C
     }
     ctx.expect_upstream_calls(&model, 1, "5 identical concurrent streams coalesce")
         .await;
+}
+
+/// Identical concurrent streams make one upstream call, and the waiters follow the leader's
+/// stream live (live fan-out): each follower's first event comes long before the leader's stream
+/// ends (the upstream spaces 5 events 200 ms apart), not all at once after it; every client gets
+/// the same events, ending with `[DONE]`.
+pub async fn cache_concurrent_identical_streams_follow_the_leader_live(ctx: Arc<Ctx>) {
+    let model = ctx.model("mock-stream-5x200ms", "cache_fanout");
+    let body = stream0(&model, "live, together");
+    let t0 = Instant::now();
+    let calls: Vec<_> = (0..5)
+        .map(|_| {
+            let call = ctx.post("/v1/chat/completions").json(&body);
+            tokio::spawn(async move {
+                let sent = t0.elapsed();
+                (sent, call.stream().await)
+            })
+        })
+        .collect();
+    let mut streams = Vec::new();
+    for c in calls {
+        streams.push(c.await.expect("stream task"));
+    }
+    ctx.expect_upstream_calls(&model, 1, "5 identical concurrent streams coalesce")
+        .await;
+    let datas = |s: &Streamed| s.events.iter().map(|e| e.data.clone()).collect::<Vec<_>>();
+    // Arrival times (ms) since the first request, for the messages.
+    let arrivals = |(sent, s): &(Duration, Streamed)| {
+        s.events
+            .iter()
+            .map(|e| (*sent + e.at).as_millis())
+            .collect::<Vec<_>>()
+    };
+    let mut statuses: Vec<&str> = streams
+        .iter()
+        .map(|(_, s)| s.header(STATUS).unwrap_or("<none>"))
+        .collect();
+    statuses.sort_unstable();
+    assert_eq!(
+        statuses,
+        ["HIT", "HIT", "HIT", "HIT", "MISS"],
+        "one leader, four followers; arrivals (ms): {:?}",
+        streams.iter().map(arrivals).collect::<Vec<_>>()
+    );
+    let Some(leader) = streams
+        .iter()
+        .find(|(_, s)| s.header(STATUS) == Some("MISS"))
+    else {
+        return;
+    };
+    let leader_events = datas(&leader.1);
+    let leader_end = arrivals(leader).last().copied().unwrap_or_default();
+    for stream in &streams {
+        let s = &stream.1;
+        expect_complete_stream(s);
+        assert_eq!(
+            datas(s),
+            leader_events,
+            "{}: every client gets the same events",
+            s.label
+        );
+        // Generous margins (the machine is loaded): the stream takes ~1 s; a waiter given the
+        // recording after the leader's stream ended would get its first event after it.
+        let first = arrivals(stream).first().copied().unwrap_or_default();
+        assert!(
+            first + 300 <= leader_end,
+            "{}: first event at {first} ms, the leader's stream ended at {leader_end} ms \
+             (x-gateway-cache {}); arrivals (ms) {:?}",
+            s.label,
+            s.header(STATUS).unwrap_or("<none>"),
+            arrivals(stream)
+        );
+    }
 }
 
 /// Entries are written after the response is sent. fly-fallback has them in memory before a

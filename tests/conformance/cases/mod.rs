@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 use crate::client::{self, Call, HttpClient};
 use crate::harness::Regions;
 
+mod analytics;
 mod auth;
 mod cache;
 mod chat;
@@ -219,6 +220,7 @@ pub fn all() -> Vec<Case> {
         cache::cache_control_headers_refresh_bypass_and_set_ttl,
         cache::cache_embeddings_and_completions_are_cached,
         cache::cache_concurrent_identical_misses_make_one_upstream_call,
+        cache::cache_concurrent_identical_streams_follow_the_leader_live,
     ];
     // `<target>::cost::<case>`: run the group alone with the filter `::cost::`.
     all.extend(cases![None, false, "cost";
@@ -272,6 +274,11 @@ pub fn all() -> Vec<Case> {
     // `worker::keys::<case>`: keys' limits shared by Workers through one Durable Object.
     all.extend(cases![Some("worker"), false, "keys";
         limits_shared::limits_shared_rpm_holds_across_workers_through_one_durable_object,
+    ]);
+    // `worker::analytics::<case>`: Workers Analytics Engine data points; alone with `::analytics::`.
+    all.extend(cases![Some("worker"), false, "analytics";
+        analytics::analytics_worker_writes_one_data_point_per_request_with_the_log_lines_facts,
+        analytics::analytics_without_the_binding_nothing_changes,
     ]);
     all.extend(cases![Some("worker");
         lifecycle::worker_invalid_configuration_answers_500_naming_the_setting,
