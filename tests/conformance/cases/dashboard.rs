@@ -138,7 +138,8 @@ pub async fn dashboard_renders_changing_figures_in_headless_chromium(ctx: Arc<Ct
         );
     }
     eprintln!(
-        "{label}: screenshots {} and {}",
+        "{label}: {}; screenshots {} and {}",
+        out["steps"],
         desktop.display(),
         phone.display()
     );
