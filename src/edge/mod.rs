@@ -8,10 +8,12 @@ mod analytics;
 mod body;
 mod clock;
 mod http;
+mod io;
 mod kv_cache;
 mod limiter;
 mod location;
 mod probes;
+mod reader;
 mod settings;
 mod shared;
 mod stream;
@@ -22,7 +24,6 @@ use std::pin::{pin, Pin};
 use bytes::Bytes;
 use futures_channel::mpsc;
 use futures_util::future::{select, Either};
-use futures_util::StreamExt;
 use gateway_core::limits::LimitCall;
 use gateway_core::log::RequestLog;
 use gateway_core::time::Instant;
@@ -30,9 +31,11 @@ use gateway_core::{
     Action, Attempt, AttemptId, BodyEnd, Exchange, RelayMode, RequestParts,
     Response as CoreResponse, ResponseBody as CoreBody, TransportError,
 };
+use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen_futures::JsFuture;
+use worker::web_sys::Response as JsResponse;
 use worker::{
-    event, AbortController, AbortSignal, ByteStream, Context, Delay, Env, Fetch, Method, Request,
-    RequestInit, Response, ResponseBody,
+    event, AbortController, AbortSignal, Context, Delay, Env, Request, Response, ResponseBody,
 };
 
 #[event(start)]
@@ -44,7 +47,7 @@ fn start() {
 async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response> {
     let now = clock::now();
     analytics::bind(&env);
-    let headers = http::to_map(req.headers());
+    let headers = http::to_map(&req.headers().0);
     let declared = http::content_length(&headers);
     let method = req.method().to_string();
     let path = req.path();
@@ -70,7 +73,7 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response>
 /// cancel it), aborted when replaced or no longer wanted.
 struct Call {
     id: AttemptId,
-    future: Pin<Box<dyn Future<Output = Result<Response, TransportError>>>>,
+    future: Pin<Box<dyn Future<Output = Result<JsResponse, TransportError>>>>,
     /// Taken once answered: aborting then would cut the response's body.
     controller: Option<AbortController>,
 }
@@ -88,9 +91,10 @@ impl Drop for Call {
 struct Io {
     call: Option<Call>,
     /// The current upstream response and the attempt it belongs to.
-    upstream: Option<(AttemptId, Response)>,
+    upstream: Option<(AttemptId, JsResponse)>,
     /// Its body, once reading chunks began.
-    chunks: Option<ByteStream>,
+    chunks: Option<reader::Reader>,
+    timer: Timer,
 }
 
 /// Why the loop stopped.
@@ -149,7 +153,9 @@ async fn drive(
         let (tx, rx) = mpsc::channel(8);
         let env = env.clone();
         let status = response.status();
-        let headers = http::from_map(&response.headers);
+        let headers = worker::Headers(http::from_map(&response.headers));
+        // A timer wakes the task that first polled it: the loop's new task needs its own.
+        io.timer = Timer::default();
         wasm_bindgen_futures::spawn_local(async move {
             let mut tx = tx;
             if let Exit::Respond(_) = run(&mut ex, &mut io, None, &env, Some(&mut tx)).await {
@@ -183,12 +189,17 @@ async fn run(
         let action = shared::with(|r| ex.poll_action(clock::now(), r));
         match action {
             Action::ReadBody { limit } => {
-                let (body, declared) = match origin {
-                    Some(o) => (o.req.inner().body(), o.declared),
-                    None => (None, None),
+                let req = origin.map(|o| o.req.inner());
+                let whole = || match req {
+                    Some(r) => r.array_buffer(),
+                    None => Err(JsValue::UNDEFINED),
                 };
-                let read = body::read_all(body, declared, limit);
-                match until(ex.poll_timeout(), read).await {
+                let source = body::Source {
+                    whole: &whole,
+                    stream: req.and_then(|r| r.body()),
+                };
+                let read = body::read_all(source, origin.and_then(|o| o.declared), limit);
+                match until(&mut io.timer, ex.poll_timeout(), read).await {
                     Some(Ok(b)) => ex.on_body(Bytes::from(b), clock::now()),
                     Some(Err(e)) => ex.on_body_error(e, clock::now()),
                     None => timeout(ex),
@@ -198,13 +209,14 @@ async fn run(
                 let found = kv_cache::get(env, &key, shared).await;
                 ex.on_lookup(found, clock::now());
             }
-            Action::Limit(call) => match until(ex.poll_timeout(), limiter::apply(env, &call)).await
-            {
-                Some(reply) => shared::with(|r| ex.on_limit(reply, clock::now(), r)),
-                None => timeout(ex),
-            },
+            Action::Limit(call) => {
+                match until(&mut io.timer, ex.poll_timeout(), limiter::apply(env, &call)).await {
+                    Some(reply) => shared::with(|r| ex.on_limit(reply, clock::now(), r)),
+                    None => timeout(ex),
+                }
+            }
             Action::AwaitFlight => {
-                match until(ex.poll_timeout(), shared::woken_since(seen)).await {
+                match until(&mut io.timer, ex.poll_timeout(), shared::woken_since(seen)).await {
                     Some(()) => ex.on_wakeup(clock::now()),
                     None => timeout(ex),
                 }
@@ -226,7 +238,11 @@ async fn run(
             Action::AwaitResponse => await_call(ex, io).await,
             Action::ReadUpstreamChunk => {
                 if io.chunks.is_none() {
-                    io.chunks = io.upstream.as_mut().and_then(|(_, r)| r.stream().ok());
+                    io.chunks = io
+                        .upstream
+                        .as_ref()
+                        .and_then(|(_, r)| r.body())
+                        .and_then(|b| reader::Reader::new(&b));
                 }
                 let id = io.upstream.as_ref().map(|(id, _)| *id);
                 let (Some(id), Some(stream)) = (id, io.chunks.as_mut()) else {
@@ -234,7 +250,7 @@ async fn run(
                     continue;
                 };
                 // Safe to abandon at a timer: the stream keeps a read in progress.
-                match until(ex.poll_timeout(), stream.next()).await {
+                match until(&mut io.timer, ex.poll_timeout(), stream.next()).await {
                     Some(Some(Ok(chunk))) => shared::with(|r| {
                         ex.on_upstream_chunk(id, Bytes::from(chunk), clock::now(), r)
                     }),
@@ -262,11 +278,16 @@ async fn run(
                         .flatten()
                         .and_then(|v| v.trim().parse().ok())
                 });
-                let stream = resp.and_then(|r| match r.into_parts().1 {
-                    ResponseBody::Stream(s) => Some(s),
-                    _ => None,
-                });
-                match until(ex.poll_timeout(), body::read_all(stream, declared, limit)).await {
+                let whole = || match &resp {
+                    Some(r) => r.array_buffer(),
+                    None => Err(JsValue::UNDEFINED),
+                };
+                let source = body::Source {
+                    whole: &whole,
+                    stream: resp.as_ref().and_then(|r| r.body()),
+                };
+                let read = body::read_all(source, declared, limit);
+                match until(&mut io.timer, ex.poll_timeout(), read).await {
                     Some(Ok(b)) => {
                         shared::with(|r| ex.on_upstream_body(Bytes::from(b), clock::now(), r))
                     }
@@ -322,14 +343,14 @@ async fn await_call(ex: &mut Exchange, io: &mut Io) {
         return timeout(ex);
     };
     let id = call.id;
-    match until(ex.poll_timeout(), call.future.as_mut()).await {
+    match until(&mut io.timer, ex.poll_timeout(), call.future.as_mut()).await {
         Some(Ok(resp)) => {
             // Answered: nothing left to abort.
             if let Some(mut c) = io.call.take() {
                 c.controller = None;
             }
-            let status = resp.status_code();
-            let headers = http::to_map(resp.headers());
+            let status = resp.status();
+            let headers = http::to_map(&resp.headers());
             io.upstream = Some((id, resp));
             shared::with(|r| ex.on_response_head(id, status, headers, clock::now(), r));
         }
@@ -344,26 +365,28 @@ async fn await_call(ex: &mut Exchange, io: &mut Io) {
 fn respond(
     response: CoreResponse,
     mut ex: Exchange,
-    upstream: Option<Response>,
-    chunks: Option<ByteStream>,
+    upstream: Option<JsResponse>,
+    chunks: Option<reader::Reader>,
     env: &Env,
     ctx: &Context,
 ) -> Response {
     let status = response.status();
-    let headers = http::from_map(&response.headers);
+    let headers = worker::Headers(http::from_map(&response.headers));
     let prefix = response.prefix;
     let built = match (response.body, upstream) {
-        (CoreBody::Relay(mode @ (RelayMode::Observe | RelayMode::Filter)), Some(mut up)) => {
-            match chunks.map(Ok).unwrap_or_else(|| up.stream()) {
-                Ok(s) => {
+        (CoreBody::Relay(mode @ (RelayMode::Observe | RelayMode::Filter)), Some(up)) => {
+            let reader = chunks.or_else(|| up.body().and_then(|b| reader::Reader::new(&b)));
+            match reader {
+                Some(reader) => {
                     let store = response
                         .store_on_end
                         .then(|| kv_cache::store_when_complete(ctx, env));
                     let filter = mode == RelayMode::Filter;
                     let settle = ex.settles().then(|| limiter::settle_when_sent(ctx, env));
-                    Response::from_stream(stream::Relay::new(s, prefix, filter, ex, store, settle))
+                    let body = stream::relay(reader, prefix, filter, ex, store, settle);
+                    Response::from_body(ResponseBody::Stream(body))
                 }
-                Err(_) => {
+                None => {
                     // The body was already taken: the core ends the stream as cut off.
                     let end = shared::with(|r| ex.on_end(BodyEnd::Failed, clock::now(), r));
                     finish_later(&mut ex, ctx, env);
@@ -374,7 +397,10 @@ fn respond(
         // An upstream error body goes to the platform untouched (no copy through wasm).
         (CoreBody::Relay(RelayMode::Untouched), Some(up)) => {
             finish_later(&mut ex, ctx, env);
-            Response::from_body(up.into_parts().1)
+            match up.body() {
+                Some(b) => Response::from_body(ResponseBody::Stream(b)),
+                None => Response::empty(),
+            }
         }
         (CoreBody::Relay(_) | CoreBody::Driven, _) => {
             finish_later(&mut ex, ctx, env);
@@ -401,7 +427,7 @@ fn respond(
 fn internal_error() -> Response {
     let r = CoreResponse::internal("the response could not be built");
     let status = r.status();
-    let headers = http::from_map(&r.headers);
+    let headers = worker::Headers(http::from_map(&r.headers));
     let body = match r.body {
         CoreBody::Full(b) => Vec::from(b),
         CoreBody::Relay(_) | CoreBody::Driven => Vec::new(),
@@ -435,18 +461,20 @@ pub(crate) fn write_log(log: &RequestLog) {
     analytics::write(log);
 }
 
-async fn send(attempt: Attempt, signal: AbortSignal) -> Result<Response, TransportError> {
-    let mut init = RequestInit::new();
-    init.with_method(Method::from(attempt.method.to_string()))
-        .with_headers(http::from_map(&attempt.headers));
-    if !attempt.body.is_empty() {
-        init.with_body(Some(js_sys::Uint8Array::from(&attempt.body[..]).into()));
+async fn send(attempt: Attempt, signal: AbortSignal) -> Result<JsResponse, TransportError> {
+    let body = (!attempt.body.is_empty()).then(|| js_sys::Uint8Array::from(&attempt.body[..]));
+    let call = io::send(
+        &attempt.url,
+        attempt.method,
+        &http::to_text(&attempt.headers),
+        body,
+        &signal,
+    );
+    let call = call.map_err(|e| transport_error(&io::message(&e)))?;
+    match JsFuture::from(call).await {
+        Ok(r) => r.dyn_into().map_err(|_| TransportError::Other),
+        Err(e) => Err(transport_error(&io::message(&e))),
     }
-    let request = Request::new_with_init(&attempt.url, &init).map_err(|_| TransportError::Other)?;
-    Fetch::Request(request)
-        .send_with_signal(&signal)
-        .await
-        .map_err(|e| transport_error(&e.to_string()))
 }
 
 /// What kind of failure a `fetch` met; the platform says so only in its message.
@@ -468,15 +496,47 @@ fn transport_error(message: &str) -> TransportError {
     }
 }
 
-/// Runs `io` until the core's deadline: `None` when the deadline came first.
-async fn until<F: Future>(deadline: Option<Instant>, io: F) -> Option<F::Output> {
+/// The core's deadline as one platform timer, kept from step to step: a plain request would
+/// otherwise set and clear a timer at every step (reading its body, waiting for the upstream,
+/// reading the answer), each a call into the platform.
+#[derive(Default)]
+struct Timer {
+    /// When the armed timer fires.
+    at: Option<Instant>,
+    delay: Option<Delay>,
+}
+
+/// Runs `io` until the core's deadline: `None` when the deadline came first. A timer armed for
+/// an earlier deadline is kept (when it fires, the wait goes on until this one).
+async fn until<F: Future>(
+    timer: &mut Timer,
+    deadline: Option<Instant>,
+    io: F,
+) -> Option<F::Output> {
     let Some(at) = deadline else {
         return Some(io.await);
     };
-    let wait = at.remaining(clock::now().instant);
-    match select(pin!(io), Delay::from(wait)).await {
-        Either::Left((out, _)) => Some(out),
-        Either::Right(_) => None,
+    let mut io = pin!(io);
+    loop {
+        if timer.at.is_some_and(|armed| armed > at) {
+            timer.delay = None;
+        }
+        if timer.delay.is_none() {
+            timer.at = Some(at);
+        }
+        let delay = timer
+            .delay
+            .get_or_insert_with(|| Delay::from(at.remaining(clock::now().instant)));
+        match select(io.as_mut(), delay).await {
+            Either::Left((out, _)) => return Some(out),
+            Either::Right(_) => {
+                timer.delay = None;
+                timer.at = None;
+                if clock::now().instant >= at {
+                    return None;
+                }
+            }
+        }
     }
 }
 

@@ -49,7 +49,7 @@ async fn probe(gw: &Gateway, i: usize) -> Option<Result<u16, TransportError>> {
     let call = super::send(attempt, controller.signal());
     let timer = Delay::from(std::time::Duration::from_millis(PROBE_TIMEOUT_MS));
     let answer = match futures_util::future::select(std::pin::pin!(call), timer).await {
-        futures_util::future::Either::Left((Ok(resp), _)) => Ok(resp.status_code()),
+        futures_util::future::Either::Left((Ok(resp), _)) => Ok(resp.status()),
         futures_util::future::Either::Left((Err(e), _)) => Err(e),
         futures_util::future::Either::Right(_) => {
             controller.abort();

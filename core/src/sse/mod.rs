@@ -291,9 +291,32 @@ fn text_bytes(data: &[u8]) -> u64 {
     total
 }
 
+/// Where `needle` first occurs in `hay`. Events are a few hundred bytes: there, building
+/// `memmem`'s searcher on every call cost more than the search (it showed in the Worker's
+/// per-chunk profile), so short haystacks are searched by their needle's first byte.
 pub(crate) fn memfind(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    memchr::memmem::find(hay, needle)
+    let Some((&first, rest)) = needle.split_first() else {
+        return Some(0);
+    };
+    if hay.len() > SHORT_HAY {
+        return memchr::memmem::find(hay, needle);
+    }
+    let mut from = 0;
+    while let Some(off) = hay.get(from..).and_then(|h| memchr::memchr(first, h)) {
+        let at = from + off;
+        if hay
+            .get(at + 1..)
+            .is_some_and(|after| after.starts_with(rest))
+        {
+            return Some(at);
+        }
+        from = at + 1;
+    }
+    None
 }
+
+/// Haystacks up to this long are searched byte by byte (see [`memfind`]).
+const SHORT_HAY: usize = 2048;
 
 #[cfg(test)]
 mod tests {
@@ -303,6 +326,21 @@ mod tests {
 data: {\"id\":\"1\",\"choices\":[{\"delta\":{\"content\":\"lo\"}}]}\n\n\
 data: {\"id\":\"1\",\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2,\"total_tokens\":5}}\n\n\
 data: [DONE]\n\n";
+
+    #[test]
+    fn memfind_finds_the_first_occurrence_in_short_and_long_haystacks() {
+        for pad in [0, 10, SHORT_HAY] {
+            let mut hay = vec![b'"'; pad];
+            hay.extend_from_slice(b"\"usag\"usage\":{\"usage\"");
+            let at = pad + 5;
+            assert_eq!(memfind(&hay, b"\"usage\""), Some(at), "pad {pad}");
+            assert_eq!(memfind(&hay, b"\"usage\":{"), Some(at), "pad {pad}");
+            assert_eq!(memfind(&hay, b"\"choices\""), None, "pad {pad}");
+            assert_eq!(memfind(&hay, b""), Some(0));
+        }
+        assert_eq!(memfind(b"ab", b"abc"), None);
+        assert_eq!(memfind(b"", b"a"), None);
+    }
 
     #[test]
     fn sees_done_and_usage_whole() {
