@@ -1,13 +1,17 @@
-// Where the Worker's CPU time goes: runs the bundle on bare workerd (in front of the mock
-// upstream) with the V8 inspector on, drives one kind of traffic, records a CPU profile through
-// the inspector, and prints the functions with the most self time.
+// Where the Worker's CPU time and memory go: runs a Worker bundle on bare workerd in front of
+// the mock upstream, with the V8 inspector on, and measures one thing:
 //
-//   node bench/profile-worker.mjs [--dist DIR] [--mode plain|stream|mixed] [--seconds N]
-//                                 [--conns N] [--out FILE.cpuprofile]
+//   --mode plain|stream|mixed [--conns N] [--seconds N]   a CPU profile of that traffic (written
+//       to --out FILE.cpuprofile, for Chrome DevTools) and the functions with the most self time
+//   --profile off     the same traffic without the profiler: req/s and workerd's CPU per request
+//   --trace N [--burst B] [--trace-load L]   N rounds of B streams through the Worker and B
+//       straight to the mock at the same time (with L other streams going on): the added delay
+//       to the first event and to later events (medians)
+//   --hold N          N streams held open: JavaScript heap and workerd's memory per stream
 //
-// Build the bundle with function names first (the release build strips them):
-//   bench/profile-worker.sh builds one into target/profile-dist and runs this script.
-// Needs Node 22 (global WebSocket and fetch); `scripts/lib/env.sh` puts one on PATH.
+// `bench/profile-worker.sh` builds the bundle with wasm function names and runs this on it;
+// `--dist DIR` picks the bundle (default dist/), e.g. one of bench/worker-floors/.
+// Needs Node 22 (global WebSocket and fetch): `scripts/lib/env.sh` puts one on PATH.
 import { spawn } from "node:child_process";
 import fs from "node:fs";
 import http from "node:http";
@@ -193,6 +197,10 @@ if (args.trace) {
     const runs = await Promise.all(
       Array.from({ length: burst }, () => Promise.all([trace(port, CLIENT_KEY), trace(mockPort, MOCK_KEY)])),
     );
+    if (args.rounds) {
+      const f = runs.map(([w, d]) => w[0] - d[0]).sort((a, b) => a - b);
+      console.log(`round ${i + 1}: added to the first event ${f[0].toFixed(1)} .. ${f[f.length - 1].toFixed(1)} ms`);
+    }
     for (const [w, d] of runs) {
       first.push(w[0] - d[0]);
       for (let j = 1; j < Math.min(w.length, d.length); j++) later.push(w[j] - d[j]);
@@ -335,7 +343,27 @@ console.log(
 console.log(
   `isolate busy ${((busy / total) * 100).toFixed(1)}% of samples = ${((busy / total) * elapsed * 1e6 / counts.requests).toFixed(0)} µs of JavaScript/wasm thread per request`,
 );
-console.log(`profile: ${out}\n\nself time (share of busy samples):`);
+// Self time by kind: Rust compiled to wasm, JavaScript (wasm-bindgen's glue and the relay),
+// the platform's built-in functions (fetch, Response, timers...), the GC, and V8's own.
+const kinds = new Map();
+for (const s of profile.samples) {
+  const f = byId.get(s).callFrame;
+  const fn = f.functionName;
+  const kind =
+    fn === "(idle)" ? null
+    : fn === "(program)" ? "V8 and workerd outside JavaScript (program)"
+    : fn === "(garbage collector)" ? "garbage collector"
+    : f.url.includes("wasm") ? (/^(js-to-wasm|wasm-to-js)/.test(fn) ? "boundary crossings" : "wasm (Rust)")
+    : f.url ? "JavaScript (glue, relay)"
+    : "platform built-ins (fetch, Response, timers, ...)";
+  if (kind) kinds.set(kind, (kinds.get(kind) ?? 0) + 1);
+}
+const perRequest = (c) => ((c / total) * elapsed * 1e6) / counts.requests;
+console.log("\nself time by kind:");
+[...kinds.entries()]
+  .sort((a, b) => b[1] - a[1])
+  .forEach(([k, c]) => console.log(`${((c / busy) * 100).toFixed(1).padStart(5)}%  ${perRequest(c).toFixed(0).padStart(5)} µs/request  ${k}`));
+console.log(`\nprofile: ${out}\n\nself time (share of busy samples):`);
 [...selfSamples.entries()]
   .filter(([n]) => n !== "(idle)")
   .sort((a, b) => b[1] - a[1])

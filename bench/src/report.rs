@@ -306,17 +306,20 @@ fn limited_key_table(res: &Results, out: &mut String) {
     }
 }
 
+/// The key figures of the target named `name`, if it was measured.
+fn measured(res: &Results, name: &str) -> Option<Key> {
+    res.targets
+        .iter()
+        .find(|r| r.name == name && r.ok())
+        .map(|r| key(r, res.knobs.cpu_level))
+}
+
 fn goal_rows(
     res: &Results,
     soak: Option<&SoakResult>,
 ) -> Vec<(String, String, String, &'static str)> {
     let c = res.knobs.cpu_level;
-    let find = |n: &str| {
-        res.targets
-            .iter()
-            .find(|r| r.name == n && r.ok())
-            .map(|r| key(r, c))
-    };
+    let find = |n: &str| measured(res, n);
     let mut rows = Vec::new();
     let Some(fly) = find("fly-fallback") else {
         return rows;
@@ -401,7 +404,111 @@ fn goal_rows(
     rows
 }
 
+/// A goal's row: its name, the target, the measured figure and whether it is met.
+type GoalRow = (String, String, String, &'static str);
+
+/// One "at most" or "at least" goal, when the figure was measured.
+struct Goal<'a> {
+    name: String,
+    target: &'a str,
+    value: Option<f64>,
+    show: fn(f64) -> String,
+    met: &'a dyn Fn(f64) -> bool,
+}
+
+impl Goal<'_> {
+    fn row(self) -> Option<GoalRow> {
+        let v = self.value?;
+        let met = if (self.met)(v) { "met" } else { "missed" };
+        Some((self.name, self.target.to_string(), (self.show)(v), met))
+    }
+}
+
+/// Issue 12's targets: the Worker on bare workerd, and fly-fallback's own cost.
+fn speed_goal_rows(res: &Results) -> Vec<GoalRow> {
+    let c = res.knobs.cpu_level;
+    let find = |n: &str| measured(res, n);
+    let us = |v: f64| format!("{v:.0} µs");
+    let mut goals = Vec::new();
+    if let Some(w) = find("worker-workerd") {
+        goals.extend([
+            Goal {
+                name: "Worker: added delay, first stream event".into(),
+                target: "≤ 2 ms",
+                value: w.first_event_us,
+                show: ms,
+                met: &|v| v <= 2000.0,
+            },
+            Goal {
+                name: "Worker: added delay per later event".into(),
+                target: "≤ 0.5 ms",
+                value: w.per_event_us,
+                show: ms,
+                met: &|v| v <= 500.0,
+            },
+            Goal {
+                name: "Worker: added latency per plain request (p50)".into(),
+                target: "≤ 0.3 ms",
+                value: w.added_us,
+                show: ms,
+                met: &|v| v <= 300.0,
+            },
+            Goal {
+                name: format!("Worker: req/s at {c} connections"),
+                target: "≥ 4,000",
+                value: w.at32,
+                show: num,
+                met: &|v| v >= 4000.0,
+            },
+        ]);
+    }
+    if let Some(f) = find("fly-fallback") {
+        goals.extend([
+            Goal {
+                name: "fly-fallback: added latency (p50)".into(),
+                target: "≤ 0.08 ms",
+                value: f.added_us,
+                show: ms,
+                met: &|v| v <= 80.0,
+            },
+            Goal {
+                name: "fly-fallback: CPU per request".into(),
+                target: "≤ 30 µs",
+                value: f.cpu_us,
+                show: us,
+                met: &|v| v <= 30.0,
+            },
+        ]);
+    }
+    let mut rows: Vec<GoalRow> = goals.into_iter().filter_map(Goal::row).collect();
+    if let Some(m) = find("worker-workerd").and_then(|w| w.streams_kib) {
+        // The bench sees workerd's whole process; the isolate's own share is measured by
+        // bench/profile-worker.mjs --hold (bench/README.md).
+        rows.push((
+            format!(
+                "Worker: {} open streams",
+                num(res.knobs.hold_streams as f64)
+            ),
+            "within 128 MB of isolate memory".into(),
+            format!("workerd process RSS {} (isolate: bench/README.md)", mib(m)),
+            "–",
+        ));
+    }
+    rows
+}
+
 fn goals_table(res: &Results, soak: Option<&SoakResult>, out: &mut String) {
+    let speed = speed_goal_rows(res);
+    if !speed.is_empty() {
+        let _ = writeln!(
+            out,
+            "| goal (issue 12) | target | measured | |\n|---|---|---|---|"
+        );
+        for (g, t, m, y) in speed {
+            let _ = writeln!(out, "| {g} | {t} | {m} | {y} |");
+        }
+        let _ = writeln!(out);
+    }
     let rows = goal_rows(res, soak);
     if rows.is_empty() {
         return;
