@@ -389,3 +389,57 @@ fn shutdown_signal() -> impl Future<Output = ()> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn loopback() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 0))
+    }
+
+    #[test]
+    fn workers_share_one_port_and_a_taken_port_still_fails() {
+        let group = bind(loopback(), 3).unwrap_or_else(|e| panic!("bind: {e}"));
+        let ports: Vec<u16> = group
+            .iter()
+            .map(|l| l.local_addr().map(|a| a.port()).unwrap_or(0))
+            .collect();
+        assert_eq!(ports.len(), 3);
+        assert!(ports[0] != 0 && ports.iter().all(|&p| p == ports[0]), "{ports:?}");
+        let taken = SocketAddr::from(([127, 0, 0, 1], ports[0]));
+        // Another gateway on the same port must not join the group (and take part of its
+        // connections): it fails, with one worker or several.
+        for workers in [1, 2] {
+            let err = bind(taken, workers).err().map(|e| e.kind());
+            assert_eq!(err, Some(std::io::ErrorKind::AddrInUse), "{workers} workers");
+        }
+        // Nor can a single listener's port be joined.
+        let single = bind(loopback(), 1).unwrap_or_else(|e| panic!("bind: {e}"));
+        let addr = single[0].local_addr().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            bind(addr, 2).err().map(|e| e.kind()),
+            Some(std::io::ErrorKind::AddrInUse)
+        );
+    }
+
+    #[test]
+    fn each_worker_listener_accepts() {
+        let group = bind(loopback(), 2).unwrap_or_else(|e| panic!("bind: {e}"));
+        let addr = group[0].local_addr().unwrap_or_else(|e| panic!("{e}"));
+        // Connections land on one listener or the other; between them, every one is accepted.
+        let clients: Vec<_> = (0..16)
+            .map(|_| std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("{e}")))
+            .collect();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let mut accepted = 0;
+        while accepted < clients.len() && std::time::Instant::now() < deadline {
+            for l in &group {
+                if l.accept().is_ok() {
+                    accepted += 1;
+                }
+            }
+        }
+        assert_eq!(accepted, clients.len());
+    }
+}
