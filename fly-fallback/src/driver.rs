@@ -158,8 +158,10 @@ async fn next_data(body: &mut Incoming) -> Option<Result<Bytes, ()>> {
 }
 
 impl Driver {
-    pub fn new(gateway: Arc<Gateway>, shared: Arc<Shared>) -> Driver {
-        let cache = Cache::from_env(&gateway.settings().cache, shared.clone());
+    /// A driver with its own upstream client: each worker thread has one, so an upstream
+    /// connection is always driven by the thread whose requests use it. The cache (and its
+    /// Redis) is shared.
+    pub fn new(gateway: Arc<Gateway>, shared: Arc<Shared>, cache: Option<Arc<Cache>>) -> Driver {
         let connect_timeout = gateway.settings().routing.connect_timeout;
         Driver {
             gateway,

@@ -2,6 +2,11 @@
 //! which batches them into stdout. A slow reader of stdout (Fly's log shipper) then delays only
 //! that thread, and a busy gateway makes one write per batch rather than one per request.
 //!
+//! After each batch the writer naps a few milliseconds before it looks again, so that under load
+//! the lines of that time wait for it in the queue: a request then only queues its line, instead
+//! of waking the writer with a system call (and a hand-off to another thread) every time. An
+//! idle writer waits on the queue, so a quiet gateway's lines still go out at once.
+//!
 //! When the queue is full (stdout stalled), a line is dropped and counted rather than block a
 //! worker: one stuck log shipper must not stop the gateway. Once output flows again, one line
 //! says how many were dropped. `LOG_LOSSLESS=true` makes workers wait instead (never drop).
@@ -23,26 +28,31 @@ static DROPPED: AtomicU64 = AtomicU64::new(0);
 static DROPPED_TOTAL: AtomicU64 = AtomicU64::new(0);
 static LOSSLESS: AtomicBool = AtomicBool::new(false);
 pub const DEFAULT_QUEUE: usize = 16 * 1024;
+/// The writer's nap after a batch: how late a line may be written under load.
+const NAP: Duration = Duration::from_millis(5);
 
 /// Starts the writer thread; lines written before this go straight to stdout. `queue` lines may
 /// wait for it; `lossless` makes writers wait for room instead of dropping.
 pub fn start(queue: usize, lossless: bool) {
     LOSSLESS.store(lossless, Ordering::Relaxed);
-    let (tx, rx) = sync_channel::<Msg>(queue.max(1));
+    let capacity = queue.max(1);
+    let (tx, rx) = sync_channel::<Msg>(capacity);
     let spawned = std::thread::Builder::new()
         .name("log-writer".into())
-        .spawn(move || run(rx));
+        .spawn(move || run(rx, capacity));
     if spawned.is_ok() {
         let _ = SINK.set(tx);
     }
 }
 
-fn run(rx: Receiver<Msg>) {
+fn run(rx: Receiver<Msg>, capacity: usize) {
     let mut out = BufWriter::with_capacity(64 * 1024, std::io::stdout());
     while let Ok(msg) = rx.recv() {
         let mut next = Some(msg);
+        let mut batch = 0usize;
         // Take everything already queued before flushing: one write for the batch.
         while let Some(msg) = next {
+            batch += 1;
             match msg {
                 Msg::Line(line) => {
                     let _ = out.write_all(line.as_bytes());
@@ -63,6 +73,11 @@ fn run(rx: Receiver<Msg>) {
             );
         }
         let _ = out.flush();
+        // No nap when the queue was filling up (a small `LOG_QUEUE_LINES`, or a flood of lines):
+        // lines would be dropped meanwhile.
+        if batch < capacity / 2 {
+            std::thread::sleep(NAP);
+        }
     }
 }
 

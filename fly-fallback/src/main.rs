@@ -27,6 +27,7 @@ const DEFAULT_HEADER_READ_TIMEOUT_SECS: u64 = 30;
 const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 75;
 const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 const DEFAULT_METRICS_PORT: u16 = 9091;
+const MAX_WORKER_THREADS: usize = 1024;
 
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok()
@@ -145,16 +146,6 @@ fn main() {
     let grace = Duration::from_secs(parse_env("SHUTDOWN_GRACE_SECS", DEFAULT_GRACE_SECS));
     let host = env("BIND_ADDR").unwrap_or_else(|| "0.0.0.0".into());
 
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("fly-fallback: cannot start the async runtime: {e}");
-            std::process::exit(1);
-        }
-    };
     let gateway = Arc::new(Gateway::new(settings, "fly-fallback"));
     let log_queue: usize = parse_env("LOG_QUEUE_LINES", log_sink::DEFAULT_QUEUE);
     if log_queue == 0 {
@@ -188,14 +179,25 @@ fn main() {
             "must differ from PORT (metrics are never served on the API port)",
         );
     }
+    let workers = match env("WORKER_THREADS").filter(|v| !v.trim().is_empty()) {
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        Some(_) => parse_env("WORKER_THREADS", 1),
+    };
+    if !(1..=MAX_WORKER_THREADS).contains(&workers) {
+        fail(
+            "WORKER_THREADS",
+            &format!("must be from 1 to {MAX_WORKER_THREADS}"),
+        );
+    }
     let limits = server::Limits {
         header_read_timeout,
         idle_timeout,
         max_connections,
         grace,
         metrics_port,
+        workers,
     };
-    let result = runtime.block_on(server::serve(gateway, &host, port, limits));
+    let result = server::run(gateway, &host, port, limits);
     log_sink::flush(Duration::from_secs(2));
     if let Err(e) = result {
         eprintln!("fly-fallback: {e}");
