@@ -254,8 +254,8 @@ const send = (method, params = {}) =>
     ws.send(JSON.stringify({ id, method, params }));
   });
 
-// `--hold N`: what N open streams cost inside the isolate (JavaScript heap and array buffers,
-// the wasm memory among them) and in workerd's resident memory.
+// `--hold N`: what N open streams cost inside the isolate (JavaScript heap, array buffers and
+// wasm linear memory) and in workerd's resident memory.
 if (args.hold) {
   const rss = () => {
     const m = /VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${wd.pid}/status`, "utf8"));
@@ -267,8 +267,25 @@ if (args.hold) {
     const reply = await Promise.race([send("Runtime.getHeapUsage"), sleep(5000)]);
     return reply?.result ?? {};
   };
+  // The wasm linear memory, read off every `WebAssembly.Memory` in the isolate (V8 counts it
+  // outside the JavaScript heap). It only grows, so the reading after is the peak.
+  const wasmMemory = async () => {
+    const proto = await send("Runtime.evaluate", { expression: "WebAssembly.Memory.prototype" });
+    const protoId = proto?.result?.result?.objectId;
+    if (!protoId) return NaN;
+    const found = await send("Runtime.queryObjects", { prototypeObjectId: protoId });
+    const arrayId = found?.result?.objects?.objectId;
+    if (!arrayId) return NaN;
+    const sum = await send("Runtime.callFunctionOn", {
+      objectId: arrayId,
+      functionDeclaration: "function () { return this.reduce((s, m) => s + m.buffer.byteLength, 0); }",
+      returnByValue: true,
+    });
+    return sum?.result?.result?.value ?? NaN;
+  };
   await sleep(500);
   const before = await heap();
+  const wasm0 = await wasmMemory();
   const rss0 = rss();
   const n = Number(args.hold);
   const holdBody = JSON.stringify({ model: "mock-stream-90x1000ms", stream: true, messages: [{ role: "user", content: "Tell me about gateway" }] });
@@ -297,13 +314,16 @@ if (args.hold) {
   });
   await sleep(1000);
   const after = await heap();
+  const wasm1 = await wasmMemory();
   const rss1 = rss();
   const mib = (b) => (b / 1048576).toFixed(1);
   const per = (a, b) => ((a - b) / n / 1024).toFixed(1);
   console.log(`${firsts} of ${n} streams open (first event seen)`);
   console.log(`JS heap used: ${mib(before.usedSize)} -> ${mib(after.usedSize)} MiB (${per(after.usedSize, before.usedSize)} KiB per stream)`);
   if (after.backingStorageSize !== undefined)
-    console.log(`array buffers (wasm memory among them): ${mib(before.backingStorageSize)} -> ${mib(after.backingStorageSize)} MiB (${per(after.backingStorageSize, before.backingStorageSize)} KiB per stream)`);
+    console.log(`array buffers (backing stores): ${mib(before.backingStorageSize)} -> ${mib(after.backingStorageSize)} MiB (${per(after.backingStorageSize, before.backingStorageSize)} KiB per stream)`);
+  console.log(`wasm linear memory: ${mib(wasm0)} -> ${mib(wasm1)} MiB (${per(wasm1, wasm0)} KiB per stream)`);
+  console.log(`isolate total (JS heap + array buffers + wasm memory): ${mib(after.usedSize + (after.backingStorageSize ?? 0) + wasm1)} MiB for ${n} streams, against the 128 MB limit`);
   if (after.embedderHeapUsedSize !== undefined)
     console.log(`embedder heap: ${mib(before.embedderHeapUsedSize)} -> ${mib(after.embedderHeapUsedSize)} MiB`);
   console.log(`workerd RSS: ${rss0.toFixed(1)} -> ${rss1.toFixed(1)} MiB (${(((rss1 - rss0) * 1024) / n).toFixed(1)} KiB per stream)`);

@@ -41,6 +41,7 @@ pub mod router;
 pub mod routing;
 pub mod selection;
 pub mod sse;
+pub mod target;
 pub mod time;
 pub mod validate;
 

@@ -153,10 +153,11 @@ fn bind(addr: SocketAddr, workers: usize) -> std::io::Result<Vec<std::net::TcpLi
     // `SO_REUSEPORT` would also let another process of this user join an address already in
     // use (and take part of its connections): a socket without it claims the address first, so
     // that a taken port still fails. It also fixes the port when `PORT` is 0.
-    let addr = socket(addr, false)?.local_addr()?.as_socket().unwrap_or(addr);
-    (0..workers)
-        .map(|_| listen(socket(addr, true)?))
-        .collect()
+    let addr = socket(addr, false)?
+        .local_addr()?
+        .as_socket()
+        .unwrap_or(addr);
+    (0..workers).map(|_| listen(socket(addr, true)?)).collect()
 }
 
 fn socket(addr: SocketAddr, reuse_port: bool) -> std::io::Result<socket2::Socket> {
@@ -406,13 +407,20 @@ mod tests {
             .map(|l| l.local_addr().map(|a| a.port()).unwrap_or(0))
             .collect();
         assert_eq!(ports.len(), 3);
-        assert!(ports[0] != 0 && ports.iter().all(|&p| p == ports[0]), "{ports:?}");
+        assert!(
+            ports[0] != 0 && ports.iter().all(|&p| p == ports[0]),
+            "{ports:?}"
+        );
         let taken = SocketAddr::from(([127, 0, 0, 1], ports[0]));
         // Another gateway on the same port must not join the group (and take part of its
         // connections): it fails, with one worker or several.
         for workers in [1, 2] {
             let err = bind(taken, workers).err().map(|e| e.kind());
-            assert_eq!(err, Some(std::io::ErrorKind::AddrInUse), "{workers} workers");
+            assert_eq!(
+                err,
+                Some(std::io::ErrorKind::AddrInUse),
+                "{workers} workers"
+            );
         }
         // Nor can a single listener's port be joined.
         let single = bind(loopback(), 1).unwrap_or_else(|e| panic!("bind: {e}"));

@@ -1,5 +1,6 @@
 //! Conversions between the platform's headers and the core's `http::HeaderMap`: one call across
-//! the boundary each way, with the headers as text (`js/io.js`), rather than a call per header.
+//! the boundary each way, with the headers as text (`js/io.js`), rather than a call per header;
+//! the client's request head in one call.
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 use wasm_bindgen::prelude::wasm_bindgen;
@@ -9,8 +10,6 @@ use worker::web_sys::Headers;
 extern "C" {
     #[wasm_bindgen(js_name = headerText)]
     fn header_text(headers: &Headers) -> String;
-    #[wasm_bindgen(js_name = headersFrom)]
-    fn headers_from(text: &str) -> Headers;
 }
 
 /// The platform's headers as a map (names or values the `http` crate refuses are skipped).
@@ -18,13 +17,8 @@ pub fn to_map(headers: &Headers) -> HeaderMap {
     parse(&header_text(headers))
 }
 
-/// The core's headers for the platform (values that are not visible ASCII are skipped: a
-/// JavaScript `Headers` takes strings only).
-pub fn from_map(map: &HeaderMap) -> Headers {
-    headers_from(&to_text(map))
-}
-
-/// `name:value` lines, as `js/io.js` reads and writes them.
+/// `name:value` lines, as `js/io.js` reads and writes them (values that are not visible ASCII
+/// are skipped: a JavaScript `Headers` takes strings only).
 pub fn to_text(map: &HeaderMap) -> String {
     let mut text = String::with_capacity(map.len() * 32);
     for (name, value) in map {
@@ -52,6 +46,29 @@ fn parse(text: &str) -> HeaderMap {
         }
     }
     map
+}
+
+/// The client's request head as `js/io.js`'s `requestHead` writes it.
+pub struct Head {
+    text: String,
+}
+
+impl Head {
+    pub fn read(request: &worker::web_sys::Request) -> Head {
+        Head {
+            text: super::io::request_head(request),
+        }
+    }
+
+    /// (method, URL, location line, headers).
+    pub fn parts(&self) -> (&str, &str, &str, HeaderMap) {
+        let mut lines = self.text.splitn(4, '\n');
+        let method = lines.next().unwrap_or("");
+        let url = lines.next().unwrap_or("");
+        let location = lines.next().unwrap_or("");
+        let headers = parse(lines.next().unwrap_or(""));
+        (method, url, location, headers)
+    }
 }
 
 pub fn content_length(map: &HeaderMap) -> Option<u64> {

@@ -1,30 +1,25 @@
-//! Reads `request.cf` without the workers-rs accessors that unwrap internally (`Cf::coordinates`
-//! parses with `unwrap`), so missing or odd data can never panic the isolate.
-
-use js_sys::Reflect;
-use wasm_bindgen::JsValue;
-use worker::Request;
+//! The client's location from the fields of `request.cf` that `js/io.js`'s `requestHead` writes
+//! (tab-separated: colo, country, continent, latitude, longitude). Read as text, without the
+//! workers-rs accessors that unwrap internally (`Cf::coordinates` parses with `unwrap`), so
+//! missing or odd data can never panic the isolate.
 
 use gateway_core::geo::ClientLocation;
 
-fn field(cf: &JsValue, name: &str) -> Option<String> {
-    let v = Reflect::get(cf, &JsValue::from_str(name)).ok()?;
-    if let Some(s) = v.as_string() {
-        return Some(s);
+pub fn of(line: &str) -> ClientLocation {
+    if line.is_empty() {
+        return ClientLocation::default();
     }
-    v.as_f64().map(|n| n.to_string())
-}
-
-pub fn of(req: &Request) -> ClientLocation {
-    let cf = match Reflect::get(req.inner(), &JsValue::from_str("cf")) {
-        Ok(v) if v.is_object() => v,
-        _ => return ClientLocation::default(),
-    };
+    let mut fields = line
+        .split('\t')
+        .map(|f| (!f.is_empty()).then(|| f.to_string()));
+    let mut next = || fields.next().flatten();
+    let (colo, country, continent) = (next(), next(), next());
+    let (latitude, longitude) = (next(), next());
     ClientLocation::from_parts(
-        field(&cf, "colo"),
-        field(&cf, "country"),
-        field(&cf, "continent"),
-        field(&cf, "latitude").as_deref(),
-        field(&cf, "longitude").as_deref(),
+        colo,
+        country,
+        continent,
+        latitude.as_deref(),
+        longitude.as_deref(),
     )
 }

@@ -31,42 +31,49 @@ use gateway_core::{
     Action, Attempt, AttemptId, BodyEnd, Exchange, RelayMode, RequestParts,
     Response as CoreResponse, ResponseBody as CoreBody, TransportError,
 };
+use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
-use worker::web_sys::Response as JsResponse;
-use worker::{
-    event, AbortController, AbortSignal, Context, Delay, Env, Request, Response, ResponseBody,
-};
+use worker::web_sys::{Request as JsRequest, Response as JsResponse};
+use worker::{event, AbortController, AbortSignal, Context, Delay, Env, Response};
 
 #[event(start)]
 fn start() {
     console_error_panic_hook::set_once();
 }
 
-#[event(fetch)]
-async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response> {
+/// The Worker's `fetch` handler, exported as `#[event(fetch)]` would export it, without the
+/// conversions it makes on every request that the gateway does not use (a `worker::Request`
+/// with `request.cf` and the path copied out, a `worker::Response` turned back into the
+/// platform's through a `ResponseInit` built field by field): the head is read in one call
+/// (`io::request_head`) and the response built in one (`io::respond_*`).
+#[wasm_bindgen]
+pub async fn fetch(
+    req: JsRequest,
+    env: Env,
+    ctx: worker::worker_sys::Context,
+) -> Result<JsValue, JsValue> {
+    let ctx = Context::new(ctx);
     let now = clock::now();
     analytics::bind(&env);
-    let headers = http::to_map(&req.headers().0);
+    let head = http::Head::read(&req);
+    let (method, url, location, headers) = head.parts();
     let declared = http::content_length(&headers);
-    let method = req.method().to_string();
-    let path = req.path();
-    let url = req.inner().url();
-    let query = url
-        .split_once('?')
-        .map(|(_, q)| q.split('#').next().unwrap_or(q));
+    let (path, query) = gateway_core::target::of_url(url);
     let parts = RequestParts {
-        method: &method,
-        path: &path,
+        method,
+        path,
         query,
         headers,
-        location: location::of(&req),
+        location: location::of(location),
     };
     let ex = match settings::gateway(&env) {
         Ok(gw) => Exchange::new(gw, parts, now, random16()),
         Err(e) => Exchange::refused("worker", e, parts, now, random16()),
     };
-    Ok(drive(ex, &req, declared, &env, &ctx).await)
+    drive(ex, &req, declared, &env, &ctx)
+        .await
+        .map(JsValue::from)
 }
 
 /// An upstream `fetch` in progress: kept across the core's timers (a keepalive must not
@@ -109,7 +116,7 @@ type Sink = mpsc::Sender<worker::Result<Vec<u8>>>;
 /// What the loop may need from the request that started it (absent once it runs behind a
 /// driven response).
 struct Origin<'a> {
-    req: &'a Request,
+    req: &'a JsRequest,
     declared: Option<u64>,
     ctx: &'a Context,
 }
@@ -128,11 +135,11 @@ impl Drop for Unfinished<'_> {
 
 async fn drive(
     ex: Exchange,
-    req: &Request,
+    req: &JsRequest,
     declared: Option<u64>,
     env: &Env,
     ctx: &Context,
-) -> Response {
+) -> Result<JsResponse, JsValue> {
     probes::refresh(env, ctx);
     let mut io = Io::default();
     let origin = Origin { req, declared, ctx };
@@ -153,7 +160,7 @@ async fn drive(
         let (tx, rx) = mpsc::channel(8);
         let env = env.clone();
         let status = response.status();
-        let headers = worker::Headers(http::from_map(&response.headers));
+        let headers = http::to_text(&response.headers);
         // A timer wakes the task that first polled it: the loop's new task needs its own.
         io.timer = Timer::default();
         wasm_bindgen_futures::spawn_local(async move {
@@ -167,9 +174,11 @@ async fn drive(
                 let _ = limiter::apply(&env, &call).await;
             }
         });
-        return match Response::from_stream(rx) {
-            Ok(r) => r.with_status(status).with_headers(headers),
-            Err(_) => internal_error(),
+        return match Response::from_stream(rx).map(|r| r.body().clone()) {
+            Ok(worker::ResponseBody::Stream(body)) => {
+                io::respond_stream(status, &headers, Some(body)).or_else(|_| internal_error())
+            }
+            _ => internal_error(),
         };
     }
     let upstream = io.upstream.take().map(|(_, r)| r);
@@ -189,7 +198,7 @@ async fn run(
         let action = shared::with(|r| ex.poll_action(clock::now(), r));
         match action {
             Action::ReadBody { limit } => {
-                let req = origin.map(|o| o.req.inner());
+                let req = origin.map(|o| o.req);
                 let whole = || match req {
                     Some(r) => r.array_buffer(),
                     None => Err(JsValue::UNDEFINED),
@@ -369,9 +378,9 @@ fn respond(
     chunks: Option<reader::Reader>,
     env: &Env,
     ctx: &Context,
-) -> Response {
+) -> Result<JsResponse, JsValue> {
     let status = response.status();
-    let headers = worker::Headers(http::from_map(&response.headers));
+    let headers = http::to_text(&response.headers);
     let prefix = response.prefix;
     let built = match (response.body, upstream) {
         (CoreBody::Relay(mode @ (RelayMode::Observe | RelayMode::Filter)), Some(up)) => {
@@ -384,58 +393,48 @@ fn respond(
                     let filter = mode == RelayMode::Filter;
                     let settle = ex.settles().then(|| limiter::settle_when_sent(ctx, env));
                     let body = stream::relay(reader, prefix, filter, ex, store, settle);
-                    Response::from_body(ResponseBody::Stream(body))
+                    io::respond_stream(status, &headers, Some(body))
                 }
                 None => {
                     // The body was already taken: the core ends the stream as cut off.
                     let end = shared::with(|r| ex.on_end(BodyEnd::Failed, clock::now(), r));
                     finish_later(&mut ex, ctx, env);
-                    Response::from_bytes(end.tail.map(Vec::from).unwrap_or_default())
+                    io::respond_bytes(status, &headers, end.tail.as_deref().unwrap_or_default())
                 }
             }
         }
         // An upstream error body goes to the platform untouched (no copy through wasm).
         (CoreBody::Relay(RelayMode::Untouched), Some(up)) => {
             finish_later(&mut ex, ctx, env);
-            match up.body() {
-                Some(b) => Response::from_body(ResponseBody::Stream(b)),
-                None => Response::empty(),
-            }
+            io::respond_stream(status, &headers, up.body())
         }
         (CoreBody::Relay(_) | CoreBody::Driven, _) => {
             finish_later(&mut ex, ctx, env);
-            Response::empty()
+            io::respond_stream(status, &headers, None)
         }
         // No body at all rather than an empty one: the platform refuses any body, even an
         // empty one, with 204, 205 and 304.
         (CoreBody::Full(bytes), _) if bytes.is_empty() => {
             finish_later(&mut ex, ctx, env);
-            Response::empty()
+            io::respond_stream(status, &headers, None)
         }
         (CoreBody::Full(bytes), _) => {
             finish_later(&mut ex, ctx, env);
-            Response::from_bytes(Vec::from(bytes))
+            io::respond_bytes(status, &headers, &bytes)
         }
     };
-    match built {
-        Ok(r) => r.with_status(status).with_headers(headers),
-        Err(_) => internal_error(),
-    }
+    built.or_else(|_| internal_error())
 }
 
 /// Only if the platform refuses to build a response: still the OpenAI shape, never its HTML page.
-fn internal_error() -> Response {
+/// (If even this is refused, the platform answers its own 500.)
+fn internal_error() -> Result<JsResponse, JsValue> {
     let r = CoreResponse::internal("the response could not be built");
-    let status = r.status();
-    let headers = worker::Headers(http::from_map(&r.headers));
-    let body = match r.body {
-        CoreBody::Full(b) => Vec::from(b),
-        CoreBody::Relay(_) | CoreBody::Driven => Vec::new(),
+    let body = match &r.body {
+        CoreBody::Full(b) => &b[..],
+        CoreBody::Relay(_) | CoreBody::Driven => &[],
     };
-    match Response::from_bytes(body) {
-        Ok(resp) => resp.with_status(status).with_headers(headers),
-        Err(_) => Response::builder().with_status(500).empty(),
-    }
+    io::respond_bytes(r.status(), &http::to_text(&r.headers), body)
 }
 
 /// Ends an exchange and writes its log line; gives the settlement of its key's reservation to

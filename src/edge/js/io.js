@@ -1,6 +1,7 @@
 // The platform calls the Worker makes for every request, each in one call from wasm: headers
 // cross the boundary as one string ("name:value" lines) rather than one call per header and
-// per name and value, and the upstream `fetch` takes its init in one object.
+// per name and value, the request's head (method, URL, location, headers) is read in one call,
+// a response is built in one, and the upstream `fetch` takes its init in one object.
 
 /** Headers as text: one "name:value" line per entry (names are lower case, without ':'). */
 export function headerText(headers) {
@@ -27,6 +28,37 @@ export function headersFrom(text) {
     start = end + 1;
   }
   return headers;
+}
+
+/** A value of `request.cf` as text: never a tab or a newline, which separate the fields. */
+function cfField(cf, name) {
+  const v = cf[name];
+  return v == null ? "" : String(v).replace(/[\t\n]/g, " ");
+}
+
+/**
+ * The client's request head as one string: the method, the URL, the location fields of
+ * `request.cf` (colo, country, continent, latitude, longitude: tab-separated, empty when
+ * absent), each on its own line, then the headers as `headerText` writes them.
+ */
+export function requestHead(request) {
+  const cf = request.cf;
+  const location =
+    cf && typeof cf === "object"
+      ? cfField(cf, "colo") + "\t" + cfField(cf, "country") + "\t" + cfField(cf, "continent") +
+        "\t" + cfField(cf, "latitude") + "\t" + cfField(cf, "longitude")
+      : "";
+  return request.method + "\n" + request.url + "\n" + location + "\n" + headerText(request.headers);
+}
+
+/**
+ * A response: `body` is bytes (a view of wasm memory, copied here before wasm can change it),
+ * a `ReadableStream`, or nothing.
+ */
+export function respond(status, headers, body) {
+  const init = { status, headers: headersFrom(headers) };
+  if (body instanceof Uint8Array) return new Response(body.slice(), init);
+  return new Response(body ?? null, init);
 }
 
 /** The upstream call. */
