@@ -45,7 +45,7 @@ enum Source {
 
 pub struct GatewayBody {
     source: Source,
-    exchange: Option<Exchange>,
+    exchange: Option<Box<Exchange>>,
     shared: Arc<Shared>,
     cache: Option<Arc<Cache>>,
     /// The connection counts this response as in flight until the body is dropped.
@@ -60,7 +60,7 @@ impl GatewayBody {
 
     pub fn full(
         bytes: Bytes,
-        exchange: Exchange,
+        exchange: Box<Exchange>,
         shared: Arc<Shared>,
         cache: Option<Arc<Cache>>,
     ) -> GatewayBody {
@@ -103,7 +103,7 @@ impl GatewayBody {
         body: Incoming,
         prefix: Bytes,
         filter: bool,
-        exchange: Exchange,
+        exchange: Box<Exchange>,
         shared: Arc<Shared>,
         cache: Option<Arc<Cache>>,
     ) -> GatewayBody {
@@ -136,7 +136,7 @@ impl GatewayBody {
     /// passes: `Ready` with what to do then, `Pending` with the timer armed.
     fn poll_idle(&mut self, cx: &mut Context<'_>) -> Poll<Option<BoxError>> {
         loop {
-            let Some(deadline) = self.exchange.as_ref().and_then(Exchange::poll_timeout) else {
+            let Some(deadline) = self.exchange.as_deref().and_then(Exchange::poll_timeout) else {
                 return Poll::Pending;
             };
             let Source::Relay { idle, .. } = &mut self.source else {
