@@ -240,8 +240,11 @@ await new Promise((r, e) => {
 });
 let id = 0;
 const pending = new Map();
+// The isolate's JavaScript contexts, as `Runtime.enable` announces them (for `--hold`).
+const contexts = [];
 ws.onmessage = (m) => {
   const msg = JSON.parse(m.data);
+  if (msg.method === "Runtime.executionContextCreated") contexts.push(msg.params.context.id);
   if (msg.id && pending.has(msg.id)) {
     pending.get(msg.id)(msg);
     pending.delete(msg.id);
@@ -269,18 +272,30 @@ if (args.hold) {
   };
   // The wasm linear memory, read off every `WebAssembly.Memory` in the isolate (V8 counts it
   // outside the JavaScript heap). It only grows, so the reading after is the peak.
+  await send("Runtime.enable");
   const wasmMemory = async () => {
-    const proto = await send("Runtime.evaluate", { expression: "WebAssembly.Memory.prototype" });
+    const proto = await send("Runtime.evaluate", {
+      expression: "WebAssembly.Memory.prototype",
+      ...(contexts.length ? { contextId: contexts[0] } : {}),
+    });
     const protoId = proto?.result?.result?.objectId;
-    if (!protoId) return NaN;
+    if (!protoId) {
+      console.error("wasm memory: no prototype:", JSON.stringify(proto).slice(0, 400));
+      return NaN;
+    }
     const found = await send("Runtime.queryObjects", { prototypeObjectId: protoId });
     const arrayId = found?.result?.objects?.objectId;
-    if (!arrayId) return NaN;
+    if (!arrayId) {
+      console.error("wasm memory: queryObjects:", JSON.stringify(found).slice(0, 400));
+      return NaN;
+    }
     const sum = await send("Runtime.callFunctionOn", {
       objectId: arrayId,
       functionDeclaration: "function () { return this.reduce((s, m) => s + m.buffer.byteLength, 0); }",
       returnByValue: true,
     });
+    if (typeof sum?.result?.result?.value !== "number")
+      console.error("wasm memory: sum:", JSON.stringify(sum).slice(0, 600));
     return sum?.result?.result?.value ?? NaN;
   };
   await sleep(500);

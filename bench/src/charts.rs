@@ -36,6 +36,7 @@ const PALETTE: &[RGBColor] = &[
     RGBColor(214, 39, 40),   // portkey
     RGBColor(44, 160, 44),   // litellm
     RGBColor(148, 103, 189), // worker-workerd
+    RGBColor(196, 170, 222), // worker-js-floor (a lighter worker-workerd)
     RGBColor(255, 127, 14),
 ];
 
@@ -46,7 +47,8 @@ fn color_of(name: &str, index: usize) -> RGBColor {
         "portkey" => 2,
         "litellm" => 3,
         "worker-workerd" => 4,
-        _ => 5 + index,
+        "worker-js-floor" => 5,
+        _ => 6 + index,
     };
     PALETTE[i % PALETTE.len()]
 }

@@ -68,7 +68,7 @@ struct Common {
     /// Where results are written (default: bench/results; smoke: bench/.work/smoke).
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Comma-separated target names (direct, fly-fallback, portkey, litellm, worker-workerd).
+    /// Comma-separated target names (direct, fly-fallback, portkey, litellm, worker-workerd, worker-js-floor).
     #[arg(long, value_delimiter = ',')]
     targets: Vec<String>,
     /// Do not run `cargo build` for mock-upstream and fly-fallback first.

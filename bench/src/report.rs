@@ -497,6 +497,63 @@ fn speed_goal_rows(res: &Results) -> Vec<GoalRow> {
     rows
 }
 
+/// The Worker against `worker-js-floor` (a gateway's least work in plain JavaScript on the
+/// same workerd) in the same run: what of the Worker's cost is its own. Rows: (figure, floor,
+/// Worker, Worker ÷ floor, where a ratio above 1 is the Worker's extra cost).
+fn floor_rows(res: &Results) -> Vec<(String, String, String, String)> {
+    let c = res.knobs.cpu_level;
+    let (Some(w), Some(f)) = (
+        measured(res, "worker-workerd"),
+        measured(res, "worker-js-floor"),
+    ) else {
+        return Vec::new();
+    };
+    let us = |v: f64| format!("{v:.0} µs");
+    // (figure, Worker, floor, how to show it, more is better). For req/s the ratio is
+    // floor ÷ Worker, so that above 1 is the Worker's extra cost there too.
+    type Figure = (String, Option<f64>, Option<f64>, fn(f64) -> String, bool);
+    let figures: [Figure; 5] = [
+        (
+            "added latency per plain request (p50)".into(),
+            w.added_us,
+            f.added_us,
+            ms,
+            false,
+        ),
+        (
+            format!("req/s at {c} connections"),
+            w.at32,
+            f.at32,
+            num,
+            true,
+        ),
+        ("CPU per request".into(), w.cpu_us, f.cpu_us, us, false),
+        (
+            "added delay, first stream event".into(),
+            w.first_event_us,
+            f.first_event_us,
+            ms,
+            false,
+        ),
+        (
+            "added delay per later event".into(),
+            w.per_event_us,
+            f.per_event_us,
+            ms,
+            false,
+        ),
+    ];
+    figures
+        .into_iter()
+        .filter_map(|(name, wv, fv, show, more_is_better)| {
+            let (wv, fv) = (wv?, fv?);
+            let ratio = if more_is_better { fv / wv } else { wv / fv };
+            (ratio.is_finite() && wv > 0.0 && fv > 0.0)
+                .then(|| (name, show(fv), show(wv), format!("{ratio:.2}×")))
+        })
+        .collect()
+}
+
 fn goals_table(res: &Results, soak: Option<&SoakResult>, out: &mut String) {
     let speed = speed_goal_rows(res);
     if !speed.is_empty() {
@@ -506,6 +563,17 @@ fn goals_table(res: &Results, soak: Option<&SoakResult>, out: &mut String) {
         );
         for (g, t, m, y) in speed {
             let _ = writeln!(out, "| {g} | {t} | {m} | {y} |");
+        }
+        let _ = writeln!(out);
+    }
+    let floor = floor_rows(res);
+    if !floor.is_empty() {
+        let _ = writeln!(
+            out,
+            "| the Worker against the JavaScript floor (same run) | `worker-js-floor` | `worker-workerd` | Worker's cost ÷ floor's |\n|---|---:|---:|---:|"
+        );
+        for (name, f, w, r) in floor {
+            let _ = writeln!(out, "| {name} | {f} | {w} | {r} |");
         }
         let _ = writeln!(out);
     }
@@ -898,5 +966,50 @@ mod tests {
             ..res
         };
         assert!(!results_md(&none, None).contains("Limited key"));
+    }
+
+    #[test]
+    fn the_floor_table_divides_the_workers_cost_by_the_floors() {
+        use crate::scenarios::{Knobs, Sequential};
+        let target = |name: &str, added: f64| TargetResult {
+            name: name.into(),
+            sequential: Some(Sequential {
+                added_us: Some(added),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let res = Results {
+            knobs: Knobs::smoke(),
+            machine: Default::default(),
+            mock_idle_kib: None,
+            targets: vec![
+                target("worker-workerd", 1500.0),
+                target("worker-js-floor", 600.0),
+            ],
+            notes: vec![],
+            wall_seconds: 1.0,
+        };
+        let rows = floor_rows(&res);
+        assert_eq!(
+            rows,
+            vec![(
+                "added latency per plain request (p50)".to_string(),
+                "0.600 ms".to_string(),
+                "1.50 ms".to_string(),
+                "2.50×".to_string()
+            )]
+        );
+        let md = results_md(&res, None);
+        assert!(
+            md.contains("| added latency per plain request (p50) | 0.600 ms | 1.50 ms | 2.50× |")
+        );
+        // Without the floor in the run, no table.
+        let alone = Results {
+            targets: vec![res.targets[0].clone()],
+            ..res
+        };
+        assert!(floor_rows(&alone).is_empty());
+        assert!(!results_md(&alone, None).contains("JavaScript floor"));
     }
 }

@@ -448,16 +448,37 @@ pub fn plan(paths: &Paths, mock_port: u16, names: &[String]) -> Vec<Planned> {
         }
     }
 
-    if wanted("worker-workerd") {
-        out.push(match workerd_target(paths, &mock_v1) {
-            Ok(t) => Planned::Ready(Box::new(t)),
-            Err(reason) => Planned::Skipped {
-                name: "worker-workerd".into(),
-                reason,
-            },
-        });
+    for bundle in [Bundle::Gateway, Bundle::JsFloor] {
+        if wanted(bundle.name()) {
+            out.push(match workerd_target(paths, &mock_v1, bundle) {
+                Ok(t) => Planned::Ready(Box::new(t)),
+                Err(reason) => Planned::Skipped {
+                    name: bundle.name().into(),
+                    reason,
+                },
+            });
+        }
     }
     out
+}
+
+/// What a workerd target serves.
+#[derive(Clone, Copy)]
+enum Bundle {
+    /// This project's Worker (`dist/`, or `BENCH_WORKER_DIST`).
+    Gateway,
+    /// `bench/worker-floors/js-gateway`: a gateway's least work in plain JavaScript, the floor
+    /// the Worker is measured against in the same run.
+    JsFloor,
+}
+
+impl Bundle {
+    fn name(self) -> &'static str {
+        match self {
+            Bundle::Gateway => "worker-workerd",
+            Bundle::JsFloor => "worker-js-floor",
+        }
+    }
 }
 
 fn litellm_config(mock_v1: &str) -> String {
@@ -492,10 +513,13 @@ pub fn git_describe(repo: &Path) -> String {
 
 /// The Worker's bundle (`wrangler deploy --dry-run --outdir dist`) served by bare workerd, with a
 /// generated config. Skipped when the bundle or the workerd binary is absent.
-fn workerd_target(paths: &Paths, mock_v1: &str) -> Result<TargetSpec, String> {
-    let dist = std::env::var_os("BENCH_WORKER_DIST")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| paths.repo.join("dist"));
+fn workerd_target(paths: &Paths, mock_v1: &str, bundle: Bundle) -> Result<TargetSpec, String> {
+    let dist = match bundle {
+        Bundle::Gateway => std::env::var_os("BENCH_WORKER_DIST")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| paths.repo.join("dist")),
+        Bundle::JsFloor => paths.repo.join("bench/worker-floors/js-gateway"),
+    };
     if !dist.is_dir() {
         return Err(format!(
             "no Worker bundle at {} (build it with `npx wrangler deploy --dry-run --outdir dist`)",
@@ -536,7 +560,7 @@ fn workerd_target(paths: &Paths, mock_v1: &str) -> Result<TargetSpec, String> {
         .ok_or_else(|| format!("no entry module in {}", dist.display()))?;
     let (date, flags) = wrangler_compat(&paths.repo.join("wrangler.toml"));
     let port = free_port();
-    let dir = paths.work.join("workerd");
+    let dir = paths.work.join(bundle.name());
     fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     // workerd embeds files relative to its config: copy the bundle next to it (which also keeps
     // the run's bundle fixed if dist/ is rebuilt meanwhile).
@@ -575,25 +599,40 @@ fn workerd_target(paths: &Paths, mock_v1: &str) -> Result<TargetSpec, String> {
     fs::write(&cfg, config).map_err(|e| e.to_string())?;
     let version = crate::sys::command_output(&workerd.display().to_string(), &["--version"])
         .unwrap_or_else(|| "workerd ?".into());
+    let log = paths.work.join(format!("{}.log", bundle.name()));
+    let (description, version, limited_headers, limiter_store) = match bundle {
+        Bundle::Gateway => (
+            "this project's Worker bundle on bare workerd",
+            format!("{} ({version})", git_describe(&paths.repo)),
+            Some(vec![bearer(LIMITED_KEY)]),
+            Some(format!(
+                "Durable Object `{LIMITER_CLASS}` bound as `{LIMITER_BINDING}` (workerd, in-memory storage)"
+            )),
+        ),
+        Bundle::JsFloor => (
+            "the floor: a gateway's least work in plain JavaScript on the same workerd (bench/worker-floors/js-gateway)",
+            format!("bench/worker-floors/js-gateway ({version})"),
+            None,
+            None,
+        ),
+    };
     Ok(TargetSpec {
-        name: "worker-workerd".into(),
-        description: "this project's Worker bundle on bare workerd".into(),
-        version: format!("{} ({version})", git_describe(&paths.repo)),
+        name: bundle.name().into(),
+        description: description.into(),
+        version,
         launch: Some(Launch {
             program: workerd,
             args: vec!["serve".into(), cfg.display().to_string()],
             env: vec![],
             cwd: Some(dir),
-            stdout_log: Some(paths.work.join("workerd.log")),
-            stderr_log: paths.work.join("workerd.log"),
+            stdout_log: Some(log.clone()),
+            stderr_log: log,
         }),
         port,
         prefix: "/v1".into(),
         headers: vec![bearer(CLIENT_KEY)],
-        limited_headers: Some(vec![bearer(LIMITED_KEY)]),
-        limiter_store: Some(format!(
-            "Durable Object `{LIMITER_CLASS}` bound as `{LIMITER_BINDING}` (workerd, in-memory storage)"
-        )),
+        limited_headers,
+        limiter_store,
         startup: Duration::from_secs(30),
     })
 }
