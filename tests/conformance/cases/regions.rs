@@ -301,10 +301,17 @@ fn expect_ejected_for(target: &str, st: &Value, name: &str, min: f64, max: f64, 
         "ejected",
         "[{target}] {name} should be ejected ({why}): {st}"
     );
-    let secs = seconds_until(st, name, "ejected_until");
+    // Measured from the failure that ejected it (its `last_error.at`), not from the status
+    // time: how long the test took to ask (slow on a loaded machine) is not the gateway's.
+    let u = upstream(st, name);
+    let (Some(until), Some(at)) = (u["ejected_until"].as_str(), u["last_error"]["at"].as_str())
+    else {
+        panic!("[{target}] {name} has no ejected_until or last_error.at ({why}): {st}");
+    };
+    let secs = (unix_ms(until) - unix_ms(at)) as f64 / 1000.0;
     assert!(
         (min..=max).contains(&secs),
-        "[{target}] {name} is ejected for {secs:.2} s from the status time, expected {min}..{max} s ({why}): {st}"
+        "[{target}] {name} is ejected for {secs:.2} s from its failure, expected {min}..{max} s ({why}): {st}"
     );
 }
 
