@@ -283,16 +283,15 @@ fn unix_ms(s: &str) -> i64 {
     secs * 1000 + ms
 }
 
-/// How long from the status document's `time` until `field` of upstream `name`, in seconds.
-fn seconds_until(st: &Value, name: &str, field: &str) -> f64 {
+/// How long from the failure that tripped upstream `name` (its `last_error.at`) until `field`,
+/// in seconds: the length the gateway gave the ejection or the breaker, whatever time the test
+/// took to ask for the status (slow on a loaded machine).
+fn seconds_from_failure(target: &str, st: &Value, name: &str, field: &str) -> f64 {
     let u = upstream(st, name);
-    let until = u[field]
-        .as_str()
-        .unwrap_or_else(|| panic!("{name}.{field} is not a time: {st}"));
-    let now = st["time"]
-        .as_str()
-        .unwrap_or_else(|| panic!("the status has no time: {st}"));
-    (unix_ms(until) - unix_ms(now)) as f64 / 1000.0
+    let (Some(until), Some(at)) = (u[field].as_str(), u["last_error"]["at"].as_str()) else {
+        panic!("[{target}] {name} has no {field} or last_error.at: {st}");
+    };
+    (unix_ms(until) - unix_ms(at)) as f64 / 1000.0
 }
 
 fn expect_ejected_for(target: &str, st: &Value, name: &str, min: f64, max: f64, why: &str) {
@@ -301,14 +300,7 @@ fn expect_ejected_for(target: &str, st: &Value, name: &str, min: f64, max: f64, 
         "ejected",
         "[{target}] {name} should be ejected ({why}): {st}"
     );
-    // Measured from the failure that ejected it (its `last_error.at`), not from the status
-    // time: how long the test took to ask (slow on a loaded machine) is not the gateway's.
-    let u = upstream(st, name);
-    let (Some(until), Some(at)) = (u["ejected_until"].as_str(), u["last_error"]["at"].as_str())
-    else {
-        panic!("[{target}] {name} has no ejected_until or last_error.at ({why}): {st}");
-    };
-    let secs = (unix_ms(until) - unix_ms(at)) as f64 / 1000.0;
+    let secs = seconds_from_failure(target, st, name, "ejected_until");
     assert!(
         (min..=max).contains(&secs),
         "[{target}] {name} is ejected for {secs:.2} s from its failure, expected {min}..{max} s ({why}): {st}"
@@ -1010,11 +1002,11 @@ async fn open_breaker(fx: &Fx) -> Instant {
         fx.target(),
         rr::BREAKER_FAILURES
     );
-    let secs = seconds_until(&st, SEOUL, "breaker_open_until");
+    let secs = seconds_from_failure(fx.target(), &st, SEOUL, "breaker_open_until");
     let cooldown = rr::BREAKER_COOLDOWN_SECS as f64;
     assert!(
         (cooldown - 0.5..=cooldown + 0.2).contains(&secs),
-        "[{}] the breaker is open for {secs:.2} s, cooldown_secs is {cooldown}: {st}",
+        "[{}] the breaker is open for {secs:.2} s from the failure that opened it, cooldown_secs is {cooldown}: {st}",
         fx.target()
     );
     let r = fx.request(Some(SEOUL), false).call.send().await;
@@ -1073,11 +1065,11 @@ pub async fn breaker_trial_that_fails_reopens_it_for_twice_the_cooldown(ctx: Arc
         "[{}] seoul after a failed trial: {st}",
         fx.target()
     );
-    let secs = seconds_until(&st, SEOUL, "breaker_open_until");
+    let secs = seconds_from_failure(fx.target(), &st, SEOUL, "breaker_open_until");
     let doubled = 2.0 * rr::BREAKER_COOLDOWN_SECS as f64;
     assert!(
         (doubled - 0.5..=doubled + 0.2).contains(&secs),
-        "[{}] re-opened for {secs:.2} s, expected twice the cooldown ({doubled} s): {st}",
+        "[{}] re-opened for {secs:.2} s from the failed trial, expected twice the cooldown ({doubled} s): {st}",
         fx.target()
     );
     let n = rr::BREAKER_FAILURES as u64;
