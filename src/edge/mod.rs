@@ -7,6 +7,7 @@
 mod analytics;
 mod body;
 mod clock;
+mod driver;
 mod http;
 mod io;
 mod kv_cache;
@@ -19,7 +20,7 @@ mod shared;
 mod stream;
 
 use std::future::Future;
-use std::pin::{pin, Pin};
+use std::pin::pin;
 
 use bytes::Bytes;
 use futures_channel::mpsc;
@@ -35,7 +36,7 @@ use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use worker::web_sys::{Request as JsRequest, Response as JsResponse};
-use worker::{event, AbortController, AbortSignal, Context, Delay, Env, Response};
+use worker::{event, AbortController, Context, Delay, Env, Response};
 
 #[event(start)]
 fn start() {
@@ -46,13 +47,10 @@ fn start() {
 /// conversions it makes on every request that the gateway does not use (a `worker::Request`
 /// with `request.cf` and the path copied out, a `worker::Response` turned back into the
 /// platform's through a `ResponseInit` built field by field): the head is read in one call
-/// (`io::request_head`) and the response built in one (`io::respond_*`).
+/// (`io::request_head`) and the response built in one (`io::respond_*`). The request's loop
+/// runs in JavaScript ([`driver`]).
 #[wasm_bindgen]
-pub async fn fetch(
-    req: JsRequest,
-    env: Env,
-    ctx: worker::worker_sys::Context,
-) -> Result<JsValue, JsValue> {
+pub fn fetch(req: JsRequest, env: Env, ctx: worker::worker_sys::Context) -> js_sys::Promise {
     let ctx = Context::new(ctx);
     let now = clock::now();
     analytics::bind(&env);
@@ -71,25 +69,40 @@ pub async fn fetch(
         Ok(gw) => Exchange::new(gw, parts, now, random16()),
         Err(e) => Exchange::refused("worker", e, parts, now, random16()),
     };
-    drive(ex, &req, declared, &env, &ctx)
-        .await
-        .map(JsValue::from)
+    probes::refresh(&env, &ctx);
+    driver::start(ex, req, declared, env, ctx)
 }
 
 /// An upstream `fetch` in progress: kept across the core's timers (a keepalive must not
 /// cancel it), aborted when replaced or no longer wanted.
 struct Call {
     id: AttemptId,
-    future: Pin<Box<dyn Future<Output = Result<JsResponse, TransportError>>>>,
+    /// The platform's `fetch`, awaited by the JavaScript loop or, through `future`, by [`run`].
+    promise: js_sys::Promise,
+    future: Option<JsFuture>,
     /// Taken once answered: aborting then would cut the response's body.
     controller: Option<AbortController>,
 }
 
-impl Drop for Call {
-    fn drop(&mut self) {
-        if let Some(c) = self.controller.take() {
-            c.abort();
-        }
+impl Call {
+    /// Starts the attempt's `fetch`; `Err` when the platform refused to start it.
+    fn start(attempt: Attempt) -> Result<Call, (AttemptId, TransportError)> {
+        let controller = AbortController::default();
+        let body = (!attempt.body.is_empty()).then(|| js_sys::Uint8Array::from(&attempt.body[..]));
+        let promise = io::send(
+            &attempt.url,
+            attempt.method,
+            &http::to_text(&attempt.headers),
+            body,
+            &controller.signal(),
+        )
+        .map_err(|e| (attempt.id, transport_error(&io::message(&e))))?;
+        Ok(Call {
+            id: attempt.id,
+            promise,
+            future: None,
+            controller: Some(controller),
+        })
     }
 }
 
@@ -99,9 +112,47 @@ struct Io {
     call: Option<Call>,
     /// The current upstream response and the attempt it belongs to.
     upstream: Option<(AttemptId, JsResponse)>,
+    /// Its declared length (`content-length`), read when its head was.
+    upstream_len: Option<u64>,
     /// Its body, once reading chunks began.
     chunks: Option<reader::Reader>,
     timer: Timer,
+}
+
+impl Io {
+    /// A new attempt replaces whatever the previous one left (dropping a call aborts it).
+    fn begin(&mut self, ex: &mut Exchange, attempt: Attempt) {
+        self.upstream = None;
+        self.upstream_len = None;
+        self.chunks = None;
+        self.call = None;
+        match Call::start(attempt) {
+            Ok(call) => self.call = Some(call),
+            Err((id, e)) => shared::with(|r| ex.on_transport_error(id, e, clock::now(), r)),
+        }
+    }
+
+    /// The call in progress answered with `resp`.
+    fn answered(&mut self, ex: &mut Exchange, resp: JsResponse) {
+        let Some(mut call) = self.call.take() else {
+            return;
+        };
+        // Answered: nothing left to abort.
+        call.controller = None;
+        let status = resp.status();
+        let headers = http::to_map(&resp.headers());
+        self.upstream_len = http::content_length(&headers);
+        self.upstream = Some((call.id, resp));
+        shared::with(|r| ex.on_response_head(call.id, status, headers, clock::now(), r));
+    }
+
+    /// The call in progress failed.
+    fn failed(&mut self, ex: &mut Exchange, error: &JsValue) {
+        if let Some(call) = self.call.take() {
+            let e = transport_error(&io::message(error));
+            shared::with(|r| ex.on_transport_error(call.id, e, clock::now(), r));
+        }
+    }
 }
 
 /// Why the loop stopped.
@@ -133,30 +184,20 @@ impl Drop for Unfinished<'_> {
     }
 }
 
-async fn drive(
-    ex: Exchange,
-    req: &JsRequest,
-    declared: Option<u64>,
+/// The loop's end for the request that started it: the response, or, for a driven one, its
+/// head now and the loop going on behind it, feeding the body.
+fn conclude(
+    exit: Exit,
+    mut ex: Exchange,
+    mut io: Io,
     env: &Env,
     ctx: &Context,
 ) -> Result<JsResponse, JsValue> {
-    probes::refresh(env, ctx);
-    let mut io = Io::default();
-    let origin = Origin { req, declared, ctx };
-    let mut guard = Unfinished(Some(ex), ctx, env);
-    let exit = match guard.0.as_mut() {
-        Some(ex) => run(ex, &mut io, Some(&origin), env, None).await,
-        None => Exit::Ended,
-    };
-    let Some(mut ex) = guard.0.take() else {
-        return internal_error();
-    };
     let response = match exit {
         Exit::Respond(r) => r,
         Exit::Ended => CoreResponse::internal("a response ended before it began"),
     };
     if let CoreBody::Driven = response.body {
-        // The head goes out now; the loop goes on behind it, feeding the body.
         let (tx, rx) = mpsc::channel(8);
         let env = env.clone();
         let status = response.status();
@@ -165,7 +206,7 @@ async fn drive(
         io.timer = Timer::default();
         wasm_bindgen_futures::spawn_local(async move {
             let mut tx = tx;
-            if let Exit::Respond(_) = run(&mut ex, &mut io, None, &env, Some(&mut tx)).await {
+            if let Exit::Respond(_) = run(&mut ex, &mut io, None, &env, Some(&mut tx), None).await {
                 let err = worker::Error::RustError("a second response head".into());
                 let _ = send_to(&mut tx, Err(err)).await;
             }
@@ -185,6 +226,10 @@ async fn drive(
     respond(response, ex, upstream, io.chunks.take(), env, ctx)
 }
 
+/// An action the core asked for that the JavaScript loop left to [`run`], with the router's
+/// wake-up generation read before it was asked for.
+type Pending = (Action, u64);
+
 /// The core's loop: performs each action it asks for and reports the outcome.
 async fn run(
     ex: &mut Exchange,
@@ -192,10 +237,16 @@ async fn run(
     origin: Option<&Origin<'_>>,
     env: &Env,
     mut sink: Option<&mut Sink>,
+    mut first: Option<Pending>,
 ) -> Exit {
     loop {
-        let seen = shared::generation();
-        let action = shared::with(|r| ex.poll_action(clock::now(), r));
+        let (action, seen) = match first.take() {
+            Some(pending) => pending,
+            None => {
+                let seen = shared::generation();
+                (shared::with(|r| ex.poll_action(clock::now(), r)), seen)
+            }
+        };
         match action {
             Action::ReadBody { limit } => {
                 let req = origin.map(|o| o.req);
@@ -231,18 +282,10 @@ async fn run(
                 }
             }
             Action::Send(attempt) => {
-                // A new attempt replaces whatever the previous one left (dropping a call
-                // aborts it).
-                io.upstream = None;
-                io.chunks = None;
-                let controller = AbortController::default();
-                let signal = controller.signal();
-                io.call = Some(Call {
-                    id: attempt.id,
-                    future: Box::pin(send(attempt, signal)),
-                    controller: Some(controller),
-                });
-                await_call(ex, io).await;
+                io.begin(ex, attempt);
+                if io.call.is_some() {
+                    await_call(ex, io).await;
+                }
             }
             Action::AwaitResponse => await_call(ex, io).await,
             Action::ReadUpstreamChunk => {
@@ -280,13 +323,7 @@ async fn run(
             }
             Action::ReadUpstreamBody { limit } => {
                 let resp = io.upstream.take().map(|(_, r)| r);
-                let declared = resp.as_ref().and_then(|r| {
-                    r.headers()
-                        .get("content-length")
-                        .ok()
-                        .flatten()
-                        .and_then(|v| v.trim().parse().ok())
-                });
+                let declared = io.upstream_len;
                 let whole = || match &resp {
                     Some(r) => r.array_buffer(),
                     None => Err(JsValue::UNDEFINED),
@@ -351,22 +388,15 @@ async fn await_call(ex: &mut Exchange, io: &mut Io) {
         }
         return timeout(ex);
     };
-    let id = call.id;
-    match until(&mut io.timer, ex.poll_timeout(), call.future.as_mut()).await {
-        Some(Ok(resp)) => {
-            // Answered: nothing left to abort.
-            if let Some(mut c) = io.call.take() {
-                c.controller = None;
-            }
-            let status = resp.status();
-            let headers = http::to_map(&resp.headers());
-            io.upstream = Some((id, resp));
-            shared::with(|r| ex.on_response_head(id, status, headers, clock::now(), r));
-        }
-        Some(Err(e)) => {
-            io.call = None;
-            shared::with(|r| ex.on_transport_error(id, e, clock::now(), r));
-        }
+    let future = call
+        .future
+        .get_or_insert_with(|| JsFuture::from(call.promise.clone()));
+    match until(&mut io.timer, ex.poll_timeout(), future).await {
+        Some(Ok(resp)) => match resp.dyn_into::<JsResponse>() {
+            Ok(resp) => io.answered(ex, resp),
+            Err(e) => io.failed(ex, &e),
+        },
+        Some(Err(e)) => io.failed(ex, &e),
         None => timeout(ex),
     }
 }
@@ -458,22 +488,6 @@ fn finish_later(ex: &mut Exchange, ctx: &Context, env: &Env) {
 pub(crate) fn write_log(log: &RequestLog) {
     worker::console_log!("{}", log.to_line());
     analytics::write(log);
-}
-
-async fn send(attempt: Attempt, signal: AbortSignal) -> Result<JsResponse, TransportError> {
-    let body = (!attempt.body.is_empty()).then(|| js_sys::Uint8Array::from(&attempt.body[..]));
-    let call = io::send(
-        &attempt.url,
-        attempt.method,
-        &http::to_text(&attempt.headers),
-        body,
-        &signal,
-    );
-    let call = call.map_err(|e| transport_error(&io::message(&e)))?;
-    match JsFuture::from(call).await {
-        Ok(r) => r.dyn_into().map_err(|_| TransportError::Other),
-        Err(e) => Err(transport_error(&io::message(&e))),
-    }
 }
 
 /// What kind of failure a `fetch` met; the platform says so only in its message.

@@ -6,6 +6,8 @@
 
 use gateway_core::router::ProbeSnapshot;
 use gateway_core::{Gateway, TransportError};
+use wasm_bindgen::JsCast;
+use wasm_bindgen_futures::JsFuture;
 use worker::{event, Context, Delay, Env, ScheduleContext, ScheduledEvent};
 
 use super::{clock, kv_cache, settings, shared};
@@ -45,14 +47,26 @@ async fn read(env: &Env) -> Option<ProbeSnapshot> {
 
 async fn probe(gw: &Gateway, i: usize) -> Option<Result<u16, TransportError>> {
     let attempt = gw.probe(i)?;
-    let controller = worker::AbortController::default();
-    let call = super::send(attempt, controller.signal());
+    let mut call = match super::Call::start(attempt) {
+        Ok(call) => call,
+        Err((_, e)) => return Some(Err(e)),
+    };
+    // Only a probe that timed out is aborted.
+    let controller = call.controller.take();
+    let answered = JsFuture::from(call.promise.clone());
     let timer = Delay::from(std::time::Duration::from_millis(PROBE_TIMEOUT_MS));
-    let answer = match futures_util::future::select(std::pin::pin!(call), timer).await {
-        futures_util::future::Either::Left((Ok(resp), _)) => Ok(resp.status()),
-        futures_util::future::Either::Left((Err(e), _)) => Err(e),
+    let answer = match futures_util::future::select(answered, timer).await {
+        futures_util::future::Either::Left((Ok(resp), _)) => resp
+            .dyn_into::<worker::web_sys::Response>()
+            .map(|r| r.status())
+            .map_err(|_| TransportError::Other),
+        futures_util::future::Either::Left((Err(e), _)) => {
+            Err(super::transport_error(&super::io::message(&e)))
+        }
         futures_util::future::Either::Right(_) => {
-            controller.abort();
+            if let Some(c) = controller {
+                c.abort();
+            }
             Err(TransportError::TimedOut)
         }
     };
