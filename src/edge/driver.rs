@@ -14,7 +14,7 @@
 //! over the request from there ([`Driver::slow`]).
 
 use bytes::Bytes;
-use gateway_core::{Action, BodyError, Exchange};
+use gateway_core::{Action, AttemptId, BodyError, Exchange};
 use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::{JsCast, JsValue};
 use worker::web_sys::{Request as JsRequest, Response as JsResponse};
@@ -64,6 +64,8 @@ enum Waiting {
     UpstreamBody {
         limit: u64,
     },
+    /// The next chunk of the upstream's body (of this attempt).
+    Chunk(AttemptId),
 }
 
 /// A request between the core's actions, as the JavaScript loop holds it.
@@ -123,6 +125,7 @@ impl Driver {
                 Ok(b) => shared::with(|r| ex.on_upstream_body(b, now(), r)),
                 Err(e) => shared::with(|r| ex.on_upstream_body_error(e, now(), r)),
             },
+            Waiting::Chunk(id) => self.io.chunk(ex, id, Ok(value)),
         }
         self.advance()
     }
@@ -140,6 +143,7 @@ impl Driver {
             Waiting::UpstreamBody { .. } => {
                 shared::with(|r| ex.on_upstream_body_error(BodyError::Failed, clock::now(), r))
             }
+            Waiting::Chunk(id) => self.io.chunk(ex, id, Err(error)),
         }
         self.advance()
     }
@@ -249,6 +253,13 @@ impl Driver {
                         }),
                     }
                 }
+                Action::ReadUpstreamChunk => match self.io.reader() {
+                    Some((id, reader)) => {
+                        self.waiting = Waiting::Chunk(id);
+                        return reader.read().into();
+                    }
+                    None => timeout(ex),
+                },
                 Action::Store(store) => kv_cache::store_later(&self.ctx, &self.env, store),
                 Action::Respond(response) => {
                     let Some(ex) = self.ex.take() else {

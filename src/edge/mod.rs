@@ -146,6 +146,28 @@ impl Io {
         shared::with(|r| ex.on_response_head(call.id, status, headers, clock::now(), r));
     }
 
+    /// The current upstream body's reader (made at the first read), with the attempt it
+    /// belongs to.
+    fn reader(&mut self) -> Option<(AttemptId, &mut reader::Reader)> {
+        reader_of(&self.upstream, &mut self.chunks)
+    }
+
+    /// The JavaScript loop's read of the upstream body ended with `outcome`.
+    fn chunk(&mut self, ex: &mut Exchange, id: AttemptId, outcome: Result<JsValue, JsValue>) {
+        let chunk = self.chunks.as_mut().and_then(|c| c.settled(outcome));
+        self.chunk_read(ex, id, chunk);
+    }
+
+    /// A read of the upstream body gave `chunk` (`None`: the body ended).
+    fn chunk_read(&mut self, ex: &mut Exchange, id: AttemptId, chunk: Option<Result<Vec<u8>, ()>>) {
+        let now = clock::now();
+        match chunk {
+            Some(Ok(c)) => shared::with(|r| ex.on_upstream_chunk(id, Bytes::from(c), now, r)),
+            Some(Err(())) => shared::with(|r| ex.on_upstream_end(id, BodyEnd::Failed, now, r)),
+            None => shared::with(|r| ex.on_upstream_end(id, BodyEnd::Complete, now, r)),
+        }
+    }
+
     /// The call in progress failed.
     fn failed(&mut self, ex: &mut Exchange, error: &JsValue) {
         if let Some(call) = self.call.take() {
@@ -153,6 +175,18 @@ impl Io {
             shared::with(|r| ex.on_transport_error(call.id, e, clock::now(), r));
         }
     }
+}
+
+/// [`Io::reader`], borrowing only what it needs.
+fn reader_of<'a>(
+    upstream: &Option<(AttemptId, JsResponse)>,
+    chunks: &'a mut Option<reader::Reader>,
+) -> Option<(AttemptId, &'a mut reader::Reader)> {
+    let (id, resp) = upstream.as_ref()?;
+    if chunks.is_none() {
+        *chunks = resp.body().and_then(|b| reader::Reader::new(&b));
+    }
+    Some((*id, chunks.as_mut()?))
 }
 
 /// Why the loop stopped.
@@ -289,29 +323,13 @@ async fn run(
             }
             Action::AwaitResponse => await_call(ex, io).await,
             Action::ReadUpstreamChunk => {
-                if io.chunks.is_none() {
-                    io.chunks = io
-                        .upstream
-                        .as_ref()
-                        .and_then(|(_, r)| r.body())
-                        .and_then(|b| reader::Reader::new(&b));
-                }
-                let id = io.upstream.as_ref().map(|(id, _)| *id);
-                let (Some(id), Some(stream)) = (id, io.chunks.as_mut()) else {
+                let Some((id, stream)) = reader_of(&io.upstream, &mut io.chunks) else {
                     timeout(ex);
                     continue;
                 };
                 // Safe to abandon at a timer: the stream keeps a read in progress.
                 match until(&mut io.timer, ex.poll_timeout(), stream.next()).await {
-                    Some(Some(Ok(chunk))) => shared::with(|r| {
-                        ex.on_upstream_chunk(id, Bytes::from(chunk), clock::now(), r)
-                    }),
-                    Some(Some(Err(_))) => {
-                        shared::with(|r| ex.on_upstream_end(id, BodyEnd::Failed, clock::now(), r))
-                    }
-                    Some(None) => {
-                        shared::with(|r| ex.on_upstream_end(id, BodyEnd::Complete, clock::now(), r))
-                    }
+                    Some(chunk) => io.chunk_read(ex, id, chunk),
                     None => timeout(ex),
                 }
             }

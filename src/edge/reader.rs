@@ -19,7 +19,8 @@ extern "C" {
 pub struct Reader {
     reader: JsValue,
     /// A read in progress: kept when the loop stops waiting for it at a timer.
-    pending: Option<(Promise, JsFuture)>,
+    pending: Option<Promise>,
+    future: Option<JsFuture>,
 }
 
 /// What the platform says when it cut a read short; workers-rs ends the body normally then.
@@ -31,18 +32,24 @@ impl Reader {
         Some(Reader {
             reader: get_reader(body).ok()?,
             pending: None,
+            future: None,
         })
     }
 
-    /// The next chunk; `None` at the end. Safe to abandon: the read stays in progress.
-    pub async fn next(&mut self) -> Option<Result<Vec<u8>, ()>> {
-        let (_, future) = self.pending.get_or_insert_with(|| {
-            let p = read(&self.reader);
-            (p.clone(), JsFuture::from(p))
-        });
-        let out = future.await;
+    /// The read in progress, started if there is none: what the JavaScript loop awaits (then
+    /// [`Reader::settled`]).
+    pub fn read(&mut self) -> Promise {
+        self.pending
+            .get_or_insert_with(|| read(&self.reader))
+            .clone()
+    }
+
+    /// The read in progress ended with `outcome` (its promise's value or error): the chunk,
+    /// `None` at the end.
+    pub fn settled(&mut self, outcome: Result<JsValue, JsValue>) -> Option<Result<Vec<u8>, ()>> {
         self.pending = None;
-        let r = match out {
+        self.future = None;
+        let r = match outcome {
             Ok(r) => r,
             Err(e) => {
                 let message = e
@@ -61,8 +68,18 @@ impl Reader {
         Some(Ok(Uint8Array::new(&value).to_vec()))
     }
 
+    /// The next chunk; `None` at the end. Safe to abandon: the read stays in progress.
+    pub async fn next(&mut self) -> Option<Result<Vec<u8>, ()>> {
+        let promise = self.read();
+        let out = self
+            .future
+            .get_or_insert_with(|| JsFuture::from(promise))
+            .await;
+        self.settled(out)
+    }
+
     /// The reader and the read in progress, if any.
     pub fn into_parts(self) -> (JsValue, Option<Promise>) {
-        (self.reader, self.pending.map(|(p, _)| p))
+        (self.reader, self.pending)
     }
 }
