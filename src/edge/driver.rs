@@ -27,9 +27,6 @@ use super::{Exit, Io, Origin, Pending, Unfinished};
 extern "C" {
     /// Runs the loop; resolves to the response.
     fn drive(driver: Driver) -> js_sys::Promise;
-    /// `body.arrayBuffer()` of a request or response, as a `Uint8Array`.
-    #[wasm_bindgen(catch)]
-    fn bytes(of: &JsValue) -> Result<js_sys::Promise, JsValue>;
 }
 
 pub fn start(
@@ -118,7 +115,10 @@ impl Driver {
                 Err(e) => ex.on_body_error(e, now()),
             },
             Waiting::Head => match value.dyn_into::<JsResponse>() {
-                Ok(resp) => self.io.answered(ex, resp),
+                Ok(resp) => {
+                    let (status, headers) = (resp.status(), super::http::text_of(&resp.headers()));
+                    self.io.answered(ex, resp, status, &headers);
+                }
                 Err(e) => self.io.failed(ex, &e),
             },
             Waiting::UpstreamBody { limit } => match read(value, limit) {
@@ -126,6 +126,19 @@ impl Driver {
                 Err(e) => shared::with(|r| ex.on_upstream_body_error(e, now(), r)),
             },
             Waiting::Chunk(id) => self.io.chunk(ex, id, Ok(value)),
+        }
+        self.advance()
+    }
+
+    /// The awaited promise fulfilled with the upstream's answer, its status and headers read
+    /// by JavaScript (`headerText`); the next action.
+    pub fn answered(&mut self, resp: JsResponse, status: u16, headers: &str) -> Next {
+        if !matches!(self.waiting, Waiting::Head) {
+            return self.settle(resp.into());
+        }
+        self.waiting = Waiting::Nothing;
+        if let Some(ex) = self.ex.as_mut() {
+            self.io.answered(ex, resp, status, headers);
         }
         self.advance()
     }
@@ -203,7 +216,7 @@ impl Driver {
                         // A body of undeclared length is read in chunks, within the limit.
                         return self.hand_over(Action::ReadBody { limit }, seen);
                     }
-                    match bytes(&self.req) {
+                    match self.req.array_buffer() {
                         Ok(p) => {
                             self.waiting = Waiting::Body { limit };
                             return p.into();
@@ -242,7 +255,7 @@ impl Driver {
                 Action::ReadUpstreamBody { limit }
                     if self.io.upstream_len.is_some_and(|n| n <= limit) =>
                 {
-                    let read = self.io.upstream.take().map(|(_, r)| bytes(&r));
+                    let read = self.io.upstream.take().map(|(_, r)| r.array_buffer());
                     match read {
                         Some(Ok(p)) => {
                             self.waiting = Waiting::UpstreamBody { limit };
@@ -280,7 +293,7 @@ impl Driver {
     }
 }
 
-/// A whole body that JavaScript read (`bytes`), within `limit`.
+/// A whole body (`arrayBuffer()`, as a `Uint8Array`), within `limit`.
 fn read(value: JsValue, limit: u64) -> Result<Bytes, BodyError> {
     let bytes = value
         .dyn_into::<js_sys::Uint8Array>()

@@ -12,9 +12,9 @@ extern "C" {
     fn header_text(headers: &Headers) -> String;
 }
 
-/// The platform's headers as a map (names or values the `http` crate refuses are skipped).
-pub fn to_map(headers: &Headers) -> HeaderMap {
-    parse(&header_text(headers))
+/// The platform's headers as text (`name:value` lines), for [`parse`].
+pub fn text_of(headers: &Headers) -> String {
+    header_text(headers)
 }
 
 /// `name:value` lines, as `js/io.js` reads and writes them (values that are not visible ASCII
@@ -32,7 +32,9 @@ pub fn to_text(map: &HeaderMap) -> String {
     text
 }
 
-fn parse(text: &str) -> HeaderMap {
+/// Headers as `js/io.js` writes them, as a map (names or values the `http` crate refuses are
+/// skipped).
+pub fn parse(text: &str) -> HeaderMap {
     let mut map = HeaderMap::new();
     for line in text.lines() {
         let Some((name, value)) = line.split_once(':') else {

@@ -133,14 +133,13 @@ impl Io {
     }
 
     /// The call in progress answered with `resp`.
-    fn answered(&mut self, ex: &mut Exchange, resp: JsResponse) {
+    fn answered(&mut self, ex: &mut Exchange, resp: JsResponse, status: u16, headers: &str) {
         let Some(mut call) = self.call.take() else {
             return;
         };
         // Answered: nothing left to abort.
         call.controller = None;
-        let status = resp.status();
-        let headers = http::to_map(&resp.headers());
+        let headers = http::parse(headers);
         self.upstream_len = http::content_length(&headers);
         self.upstream = Some((call.id, resp));
         shared::with(|r| ex.on_response_head(call.id, status, headers, clock::now(), r));
@@ -411,7 +410,10 @@ async fn await_call(ex: &mut Exchange, io: &mut Io) {
         .get_or_insert_with(|| JsFuture::from(call.promise.clone()));
     match until(&mut io.timer, ex.poll_timeout(), future).await {
         Some(Ok(resp)) => match resp.dyn_into::<JsResponse>() {
-            Ok(resp) => io.answered(ex, resp),
+            Ok(resp) => {
+                let (status, headers) = (resp.status(), http::text_of(&resp.headers()));
+                io.answered(ex, resp, status, &headers);
+            }
             Err(e) => io.failed(ex, &e),
         },
         Some(Err(e)) => io.failed(ex, &e),

@@ -3,14 +3,9 @@
 // Awaiting here rather than in Rust spares each wait wasm-bindgen's `JsFuture` (two closures),
 // a microtask to wake the Rust task and a poll of its future.
 
+import { headerText } from "./io.js";
+
 const TIMEOUT = Symbol("timeout");
-
-const toBytes = (buffer) => new Uint8Array(buffer);
-
-/** The whole body of a request or response, as bytes. */
-export function bytes(of) {
-  return of.arrayBuffer().then(toBytes);
-}
 
 /**
  * Runs `driver` to its response. Each step gives a `Promise` to await (raced against the core's
@@ -62,7 +57,11 @@ export async function drive(driver) {
         next = driver.fail(error);
         continue;
       }
-      next = out === TIMEOUT ? driver.timeout() : driver.settle(out);
+      if (out === TIMEOUT) next = driver.timeout();
+      // The head read here: one call into wasm with it rather than three out of wasm for it.
+      else if (out instanceof Response) next = driver.answered(out, out.status, headerText(out.headers));
+      else if (out instanceof ArrayBuffer) next = driver.settle(new Uint8Array(out));
+      else next = driver.settle(out);
     }
   } finally {
     if (timer !== undefined) clearTimeout(timer);
