@@ -3,6 +3,9 @@
 //! The loop that drives the core's [`Exchange`] for each request. Every branch is IO (read a
 //! body, read or write KV, `fetch` the upstream, wait); every decision is the core's. Errors never
 //! escape as the platform's bare 500: the core renders every failure in the OpenAI shape.
+//!
+//! A request starts in the JavaScript loop ([`driver`]), which performs the common steps with
+//! one call into wasm per outcome; [`run`], the same loop in Rust, takes over for the rarer ones.
 
 mod analytics;
 mod body;
