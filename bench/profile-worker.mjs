@@ -6,7 +6,8 @@
 //   --profile off     the same traffic without the profiler: req/s and workerd's CPU per request
 //   --trace N [--burst B] [--trace-load L]   N rounds of B streams through the Worker and B
 //       straight to the mock at the same time (with L other streams going on): the added delay
-//       to the first event and to later events (medians)
+//       to the first event and to later events, from the request's start (medians), and each
+//       event's time from the mock's send (stamped into it) to the client: the relay's own delay
 //   --hold N          N streams held open: JavaScript heap and workerd's memory per stream
 //
 // `bench/profile-worker.sh` builds the bundle with wasm function names and runs this on it;
@@ -162,18 +163,32 @@ await load(3000);
 
 // One stream at a time, through the Worker and straight to the mock: when each event arrives.
 if (args.trace) {
+  // The mock stamps each content event with its send time (`-stamped`): how long each event
+  // took from the mock to here, apart from when the request reached the mock.
+  const stamped = JSON.stringify({ ...JSON.parse(bodies.stream), model: "mock-stream-50x20ms-stamped" });
+  const nowUs = () => (performance.timeOrigin + performance.now()) * 1000;
+  const transit = { worker: [], direct: [] };
   const trace = (p, key) =>
     new Promise((resolve) => {
-      const b = bodies.stream;
+      const b = stamped;
       const t0 = process.hrtime.bigint();
       const times = [];
+      const transits = p === port ? transit.worker : transit.direct;
+      let partial = "";
       const req = http.request(
         { host: "127.0.0.1", port: p, path: "/v1/chat/completions", method: "POST",
           headers: { authorization: `Bearer ${key}`, "content-type": "application/json", "content-length": Buffer.byteLength(b) } },
         (res) => {
           res.on("data", (d) => {
+            const at = nowUs();
             const n = (d.toString().match(/^data: /gm) ?? []).length;
             for (let i = 0; i < n; i++) times.push(Number(process.hrtime.bigint() - t0) / 1e6);
+            const lines = (partial + d.toString()).split("\n");
+            partial = lines.pop();
+            for (const line of lines) {
+              const m = /"mock_sent_unix_us":(\d+)/.exec(line);
+              if (m) transits.push((at - Number(m[1])) / 1000);
+            }
           });
           res.on("end", () => resolve(times));
         },
@@ -210,6 +225,11 @@ if (args.trace) {
   await Promise.all(background);
   console.log(
     `with ${args["trace-load"] ?? 0} other streams: ${args.trace} streams: added to the first event ${median(first).toFixed(2)} ms, to later events ${median(later).toFixed(2)} ms (medians)`,
+  );
+  const w = median(transit.worker);
+  const d = median(transit.direct);
+  console.log(
+    `from the mock's send to the client, per event: ${w.toFixed(2)} ms through the Worker, ${d.toFixed(2)} ms direct: the relay adds ${(w - d).toFixed(2)} ms (medians of ${transit.worker.length} and ${transit.direct.length} events)`,
   );
 }
 

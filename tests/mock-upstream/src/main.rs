@@ -22,6 +22,11 @@
 //! | `mock-json-always`       | a JSON answer even when a stream was asked for                    |
 //! | `mock-status-{STATUS}`   | that status (200-999, odd ones included) with a small JSON body   |
 //!
+//! A model name ending in `-stamped` (before any `@`) behaves as without it, and every streamed
+//! content chunk then carries `"mock_sent_unix_us"`: the wall-clock time (Unix microseconds) at
+//! which the mock sent it, so that a client on the same machine can tell how long each event
+//! took to reach it through a gateway (`bench/profile-worker.mjs --trace`).
+//!
 //! Request headers that shape the answer's `usage` (any model with a normal answer; the JSON
 //! answer's and, with `stream_options.include_usage`, the usage chunk's; embeddings unchanged):
 //!
@@ -141,8 +146,24 @@ enum Behaviour {
     JsonAlways,
 }
 
+/// Whether the model name asks for send times in stream chunks (`-stamped`).
+fn stamped(model: &str) -> bool {
+    model.split('@').next().unwrap_or(model).ends_with(STAMPED)
+}
+
+const STAMPED: &str = "-stamped";
+
+/// The wall clock in Unix microseconds.
+fn unix_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
 fn behaviour(model: &str) -> Behaviour {
     let base = model.split('@').next().unwrap_or(model);
+    let base = base.strip_suffix(STAMPED).unwrap_or(base);
     let num = |s: &str| s.parse::<u64>().ok();
     if let Some(rest) = base.strip_prefix("mock-stream-") {
         if rest == "error" {
@@ -665,8 +686,9 @@ impl Mock {
                 (false, split_text(&text, chunks.max(1) as usize), ending)
             }
         };
+        let stamp = stamped(&model);
         let chunk = move |content: Option<&str>, finish: Option<&str>| -> Value {
-            if kind == "chat" {
+            let mut v = if kind == "chat" {
                 let delta = match content {
                     Some(c) => json!({"role": "assistant", "content": c}),
                     None => json!({}),
@@ -676,7 +698,12 @@ impl Mock {
             } else {
                 json!({"id": id, "object": "text_completion", "created": 1700000000, "model": model,
                        "choices": [{"index": 0, "text": content.unwrap_or(""), "logprobs": null, "finish_reason": finish}]})
+            };
+            // Made right before it is sent (the loop below builds each chunk when it is due).
+            if stamp && content.is_some() {
+                v["mock_sent_unix_us"] = json!(unix_us());
             }
+            v
         };
 
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(16);
@@ -940,6 +967,16 @@ mod tests {
                 delay_ms: 200
             }
         );
+        assert_eq!(
+            behaviour("mock-stream-5x200ms-stamped@test1"),
+            Behaviour::Stream {
+                chunks: 5,
+                delay_ms: 200
+            }
+        );
+        assert!(stamped("mock-stream-5x200ms-stamped@test1"));
+        assert!(!stamped("mock-stream-5x200ms@test-stamped"));
+        assert!(!stamped("mock-stream-5x200ms"));
         assert_eq!(behaviour("mock-error-429"), Behaviour::Error(429));
         assert_eq!(behaviour("mock-slow-1500ms"), Behaviour::Slow(1500));
         assert_eq!(behaviour("mock-cutoff-2"), Behaviour::Cutoff(2));
@@ -1259,6 +1296,54 @@ mod tests {
             v["usage"]["completion_tokens_details"]["reasoning_tokens"],
             3
         );
+    }
+
+    #[tokio::test]
+    async fn stamped_streams_carry_each_content_chunks_send_time_and_others_do_not() {
+        let addr = start(0).await;
+        let body = |model: &str| {
+            format!(
+                r#"{{"model":"{model}","stream":true,"messages":[{{"role":"user","content":"one two three four"}}]}}"#
+            )
+        };
+        let before = unix_us();
+        let r = raw(
+            addr,
+            "POST",
+            "/v1/chat/completions",
+            &body("mock-stream-3x30ms-stamped@t"),
+        )
+        .await;
+        let after = unix_us();
+        let (events, done) = events_of(&r);
+        assert!(done);
+        let sent: Vec<u64> = events
+            .iter()
+            .filter(|e| e["choices"][0]["delta"]["content"].is_string())
+            .map(|e| e["mock_sent_unix_us"].as_u64().expect("a send time"))
+            .collect();
+        assert_eq!(sent.len(), 3, "{r}");
+        assert!(
+            sent.iter().all(|t| (before..=after).contains(t)),
+            "{sent:?}"
+        );
+        // Paced as asked: 30 ms apart.
+        assert!(sent.windows(2).all(|w| w[1] - w[0] >= 30_000), "{sent:?}");
+        // The finish chunk has no content and no stamp; an unstamped stream has none at all.
+        assert!(events
+            .iter()
+            .any(|e| e["choices"][0]["finish_reason"] == "stop"
+                && e.get("mock_sent_unix_us").is_none()));
+        let (plain, _) = events_of(
+            &raw(
+                addr,
+                "POST",
+                "/v1/chat/completions",
+                &body("mock-stream-3x30ms@t"),
+            )
+            .await,
+        );
+        assert!(plain.iter().all(|e| e.get("mock_sent_unix_us").is_none()));
     }
 
     #[tokio::test]
