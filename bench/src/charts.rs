@@ -390,7 +390,13 @@ pub fn overhead(res: &Results, path: &Path) -> Result<(), Err> {
             "added delay per stream event".to_string(),
             RGBColor(44, 160, 44),
             t.iter()
-                .map(|r| pos(r.streaming.as_ref().and_then(|s| s.added_per_event_us)))
+                // From the mock's send stamp when the events kept it (as the summary table).
+                .map(|r| {
+                    pos(r
+                        .streaming
+                        .as_ref()
+                        .and_then(|s| s.added_relay_per_event_us.or(s.added_per_event_us)))
+                })
                 .collect(),
         ),
     ];

@@ -178,6 +178,7 @@ impl Conn {
             head,
             first_byte: None,
             events: Vec::with_capacity(64),
+            transit_us: Vec::with_capacity(64),
             done: false,
             bytes: 0,
         };
@@ -194,6 +195,7 @@ impl Conn {
                 continue;
             };
             let now = t0.elapsed();
+            let wall = unix_us();
             trace.first_byte.get_or_insert(now);
             trace.bytes += data.len() as u64;
             tail.extend_from_slice(&data);
@@ -204,6 +206,9 @@ impl Conn {
                     trace.done = true;
                 } else if event.iter().any(|b| !b.is_ascii_whitespace()) {
                     trace.events.push(now);
+                    if let Some(sent) = sent_stamp(&event) {
+                        trace.transit_us.push(wall - sent as f64);
+                    }
                 }
                 if ok_status(status) {
                     if let Some(tx) = first_event.take() {
@@ -218,6 +223,23 @@ impl Conn {
 
 /// Told `Ok` when a stream's first event arrives, or why it never did.
 pub type FirstEvent = tokio::sync::mpsc::UnboundedSender<Result<(), String>>;
+
+/// The wall clock in Unix microseconds, as the mock stamps it.
+fn unix_us() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64() * 1e6)
+        .unwrap_or(0.0)
+}
+
+/// The mock's send time in an event, if it stamped one (`"mock_sent_unix_us":N`).
+fn sent_stamp(event: &[u8]) -> Option<u64> {
+    const KEY: &[u8] = b"\"mock_sent_unix_us\":";
+    let at = event.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
+    let digits = &event[at..];
+    let n = digits.iter().take_while(|b| b.is_ascii_digit()).count();
+    std::str::from_utf8(&digits[..n]).ok()?.parse().ok()
+}
 
 fn find_event_end(buf: &[u8]) -> Option<usize> {
     let lf = buf.windows(2).position(|w| w == b"\n\n").map(|p| p + 2);
@@ -238,6 +260,9 @@ pub struct StreamTrace {
     pub first_byte: Option<Duration>,
     /// Arrival of each complete data event (not counting `[DONE]`).
     pub events: Vec<Duration>,
+    /// For each event the mock stamped with its send time (`-stamped` models): the time from
+    /// then to its arrival here, in µs (the same machine's wall clock at both ends).
+    pub transit_us: Vec<f64>,
     pub done: bool,
     pub bytes: u64,
 }
@@ -680,6 +705,14 @@ pub async fn hold_streams(spec: Arc<RequestSpec>, count: usize, within: Duration
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_mocks_send_time_is_read_from_a_stamped_event_only() {
+        let e = br#"data: {"choices":[],"mock_sent_unix_us":1764316800123456,"model":"m"}"#;
+        assert_eq!(sent_stamp(e), Some(1_764_316_800_123_456));
+        assert_eq!(sent_stamp(br#"data: {"choices":[]}"#), None);
+        assert_eq!(sent_stamp(br#"data: {"mock_sent_unix_us":}"#), None);
+    }
 
     #[test]
     fn events_end_at_a_blank_line() {

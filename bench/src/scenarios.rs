@@ -177,6 +177,15 @@ pub struct Streaming {
     /// following events.
     pub added_first_event_us: Option<f64>,
     pub added_per_event_us: Option<f64>,
+    /// Median time from the mock's send of an event (stamped into it) to its arrival, over
+    /// every event of every complete stream; `None` when the events carried no stamp (a
+    /// gateway that rewrites the chunks).
+    #[serde(default)]
+    pub transit_p50_us: Option<f64>,
+    /// Relative to direct: what the target adds to each event on its way, apart from when the
+    /// request reached the upstream (the figures above count from the request's start).
+    #[serde(default)]
+    pub added_relay_per_event_us: Option<f64>,
     /// The added delays come from direct streams run at the same time.
     #[serde(default)]
     pub paired: bool,
@@ -963,6 +972,9 @@ fn relate(s: &mut Streaming, direct: &Streaming) {
         .map(|(a, b)| a - b)
         .collect();
     s.added_per_event_us = Some(median(&mut later));
+    if let (Some(t), Some(d)) = (s.transit_p50_us, direct.transit_p50_us) {
+        s.added_relay_per_event_us = Some(t - d);
+    }
 }
 
 fn summarize(traces: Vec<Result<load::StreamTrace, String>>) -> Streaming {
@@ -1003,6 +1015,14 @@ fn summarize(traces: Vec<Result<load::StreamTrace, String>>) -> Streaming {
         .map(|i| median(&mut ok.iter().map(|t| us(t.events[i])).collect::<Vec<_>>()))
         .collect();
     out.last_event_p50_us = *out.event_offsets_us.last().unwrap_or(&0.0);
+    let mut transit: Vec<f64> = ok
+        .iter()
+        .flat_map(|t| t.transit_us.iter().copied())
+        .collect();
+    // Only when (nearly) every event kept its stamp: a gateway that rebuilds chunks drops it.
+    if transit.len() * 10 >= ok.len() * targets::STREAM_EVENTS * 9 {
+        out.transit_p50_us = Some(median(&mut transit));
+    }
     out
 }
 
@@ -1157,6 +1177,36 @@ pub async fn soak(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_relay_delay_per_event_is_the_stamped_transit_above_directs() {
+        let trace = |offset_ms: u64, transit_us: f64, stamped: bool| load::StreamTrace {
+            status: 200,
+            events: (0..targets::STREAM_EVENTS as u64)
+                .map(|i| Duration::from_millis(offset_ms + i * targets::STREAM_GAP_MS))
+                .collect(),
+            transit_us: if stamped {
+                vec![transit_us; targets::STREAM_EVENTS]
+            } else {
+                Vec::new()
+            },
+            done: true,
+            ..Default::default()
+        };
+        // Through the target: events 6 ms late from the request's start (a late start), each
+        // 0.9 ms from the mock's send; direct: 0.2 ms.
+        let mut through = summarize(vec![Ok(trace(6, 900.0, true)), Ok(trace(6, 900.0, true))]);
+        let direct = summarize(vec![Ok(trace(0, 200.0, true))]);
+        relate(&mut through, &direct);
+        assert_eq!(through.added_per_event_us, Some(6000.0));
+        assert_eq!(through.transit_p50_us, Some(900.0));
+        assert_eq!(through.added_relay_per_event_us, Some(700.0));
+        // A gateway that rebuilt the chunks without the stamp: no such figure.
+        let mut rebuilt = summarize(vec![Ok(trace(6, 0.0, false))]);
+        relate(&mut rebuilt, &direct);
+        assert_eq!(rebuilt.transit_p50_us, None);
+        assert_eq!(rebuilt.added_relay_per_event_us, None);
+    }
 
     #[test]
     fn medians_and_quantiles() {

@@ -16,12 +16,12 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde_json::json;
 
-/// Model names the bench sends (the mock's grammar): an ordinary answer, a 50-event stream, and
-/// a long stream to hold open.
+/// Model names the bench sends (the mock's grammar): an ordinary answer, a 50-event stream
+/// (each event stamped with the mock's send time), and a long stream to hold open.
 pub const CHAT_MODEL: &str = "bench-model";
 pub const STREAM_EVENTS: usize = 50;
 pub const STREAM_GAP_MS: u64 = 20;
-pub const STREAM_MODEL: &str = "mock-stream-50x20ms";
+pub const STREAM_MODEL: &str = "mock-stream-50x20ms-stamped";
 pub const HOLD_MODEL: &str = "mock-stream-90x1000ms";
 pub const MODELS: &[&str] = &[CHAT_MODEL, STREAM_MODEL, HOLD_MODEL];
 
@@ -778,7 +778,7 @@ mod tests {
     fn the_stream_model_matches_the_constants() {
         assert_eq!(
             STREAM_MODEL,
-            format!("mock-stream-{STREAM_EVENTS}x{STREAM_GAP_MS}ms")
+            format!("mock-stream-{STREAM_EVENTS}x{STREAM_GAP_MS}ms-stamped")
         );
     }
 }
