@@ -4,9 +4,10 @@
 //! waits on three platform promises. Awaited from Rust, each wait is a `JsFuture` (two closures
 //! registered with a `FinalizationRegistry`), a wake-up through `queueMicrotask` and a poll of
 //! the request's future: wasm-bindgen's machinery cost more CPU than the gateway's own work
-//! (bench/README.md, "Where the Worker's time goes"). Here JavaScript awaits the promise the core's
-//! action needs and hands the outcome back in one synchronous call ([`Driver::settle`]), which
-//! also asks the core for its next action. The core's deadline is one JavaScript timer.
+//! (bench/README.md, "Where the Worker's time and memory go"). Here JavaScript awaits the
+//! promise the core's action needs and hands the outcome back in one synchronous call
+//! ([`Driver::settle`]), which also asks the core for its next action. The core's deadline is
+//! one JavaScript timer.
 //!
 //! Actions that are rarer or need more than one promise (a shared cache lookup, a key's limits,
 //! waiting on another request's flight, a backoff, chunks read before answering, a body of
