@@ -601,19 +601,23 @@ pub async fn open_loop(
     stats
 }
 
-/// `count` streamed requests, `concurrency` at a time.
+/// `count` streamed requests, `concurrency` at a time, the loops' starts spread over `spread`.
 pub async fn streams(
     spec: Arc<RequestSpec>,
     count: usize,
     concurrency: usize,
+    spread: Duration,
     timeout: Duration,
 ) -> Vec<Result<StreamTrace, String>> {
     let next = Arc::new(AtomicU64::new(0));
     let out = Arc::new(Mutex::new(Vec::new()));
     let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..concurrency.min(count).max(1) {
+    let workers = concurrency.min(count).max(1);
+    for i in 0..workers {
         let (spec, next, out) = (spec.clone(), next.clone(), out.clone());
+        let start = stagger(spread, i, workers);
         tasks.spawn(async move {
+            tokio::time::sleep(start).await;
             let mut conn = Conn::new(spec.addr);
             while (next.fetch_add(1, Ordering::Relaxed) as usize) < count {
                 let t0 = Instant::now();
@@ -638,6 +642,13 @@ pub async fn streams(
         .map(|mut o| std::mem::take(&mut *o))
         .unwrap_or_default();
     v
+}
+
+/// When the `i`th of `workers` stream loops starts: evenly over `spread`. Streams of one length
+/// started together stay in step, so every stream's request would arrive in a burst with the
+/// others'; a first-event figure would then time the burst's queue, not the gateway.
+fn stagger(spread: Duration, i: usize, workers: usize) -> Duration {
+    spread.mul_f64(i as f64 / workers.max(1) as f64)
 }
 
 /// Streams held open: they stay open (being read) until the value is dropped.
@@ -712,6 +723,18 @@ mod tests {
         assert_eq!(sent_stamp(e), Some(1_764_316_800_123_456));
         assert_eq!(sent_stamp(br#"data: {"choices":[]}"#), None);
         assert_eq!(sent_stamp(br#"data: {"mock_sent_unix_us":}"#), None);
+    }
+
+    #[test]
+    fn stream_loops_start_evenly_over_the_spread_so_requests_do_not_arrive_in_one_burst() {
+        let spread = Duration::from_millis(1000);
+        let starts: Vec<_> = (0..4).map(|i| stagger(spread, i, 4)).collect();
+        assert_eq!(
+            starts,
+            [0, 250, 500, 750].map(Duration::from_millis).to_vec()
+        );
+        assert_eq!(stagger(Duration::ZERO, 3, 4), Duration::ZERO);
+        assert_eq!(stagger(spread, 0, 0), Duration::ZERO);
     }
 
     #[test]

@@ -942,8 +942,11 @@ pub async fn per_target(
 /// the mock run at the same time, so that both see the same mock timer behaviour and the added
 /// delays compare like with like.
 async fn streaming(l: &Live, direct: Option<&Live>, k: &Knobs) -> Streaming {
-    let run =
-        |spec: Arc<RequestSpec>| load::streams(spec, k.streams, k.stream_concurrency, k.timeout());
+    // A stream's length: its loops start spread over it, so requests arrive as steady traffic.
+    let spread = Duration::from_millis(targets::STREAM_GAP_MS * targets::STREAM_EVENTS as u64);
+    let run = |spec: Arc<RequestSpec>| {
+        load::streams(spec, k.streams, k.stream_concurrency, spread, k.timeout())
+    };
     match direct.filter(|d| d.spec.name != l.spec.name) {
         Some(d) => {
             let (t, base) = tokio::join!(run(l.stream.clone()), run(d.stream.clone()));
