@@ -8,7 +8,8 @@
 //       straight to the mock at the same time (with L other streams going on): the added delay
 //       to the first event and to later events, from the request's start (medians), and each
 //       event's time from the mock's send (stamped into it) to the client: the relay's own delay
-//   --hold N          N streams held open: JavaScript heap and workerd's memory per stream
+//   --hold N          N streams held open: JavaScript heap and workerd's memory per stream (the
+//       last line is the figures as JSON, which `bench run` reads for its goals table)
 //
 // `bench/profile-worker.sh` builds the bundle with wasm function names and runs this on it;
 // `--dist DIR` picks the bundle (default dist/), e.g. one of bench/worker-floors/.
@@ -362,7 +363,21 @@ if (args.hold) {
   if (after.embedderHeapUsedSize !== undefined)
     console.log(`embedder heap: ${mib(before.embedderHeapUsedSize)} -> ${mib(after.embedderHeapUsedSize)} MiB`);
   console.log(`workerd RSS: ${rss0.toFixed(1)} -> ${rss1.toFixed(1)} MiB (${(((rss1 - rss0) * 1024) / n).toFixed(1)} KiB per stream)`);
-  console.log(JSON.stringify({ before, after }));
+  // The last line, for `bench run` (its goals table): bytes, the isolate's figures with the
+  // streams open.
+  console.log(
+    JSON.stringify({
+      streams: n,
+      open: firsts,
+      js_heap_used: after.usedSize ?? null,
+      array_buffers: after.backingStorageSize ?? null,
+      wasm_memory: Number.isFinite(wasm1) ? wasm1 : null,
+      js_heap_used_before: before.usedSize ?? null,
+      wasm_memory_before: Number.isFinite(wasm0) ? wasm0 : null,
+      workerd_rss_before_mib: rss0,
+      workerd_rss_mib: rss1,
+    }),
+  );
   sockets.forEach((r) => r.destroy());
   stop();
   process.exit(0);

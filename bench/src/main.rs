@@ -9,6 +9,7 @@
 //! - `bench regions` the region simulation (bench/regions.sh); writes bench/results/regions/
 
 mod charts;
+mod isolate;
 mod load;
 mod progress;
 mod regions;

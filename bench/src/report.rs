@@ -495,20 +495,68 @@ fn speed_goal_rows(res: &Results) -> Vec<GoalRow> {
         ]);
     }
     let mut rows: Vec<GoalRow> = goals.into_iter().filter_map(Goal::row).collect();
-    if let Some(m) = find("worker-workerd").and_then(|w| w.streams_kib) {
-        // The bench sees workerd's whole process; the isolate's own share is measured by
-        // bench/profile-worker.mjs --hold (bench/README.md).
-        rows.push((
-            format!(
-                "Worker: {} open streams",
-                num(res.knobs.hold_streams as f64)
-            ),
-            "within 128 MB of isolate memory".into(),
-            format!("workerd process RSS {} (isolate: bench/README.md)", mib(m)),
-            "–",
-        ));
+    if let Some(w) = res
+        .targets
+        .iter()
+        .find(|r| r.name == "worker-workerd" && r.ok())
+    {
+        rows.extend(isolate_goal_row(&w.memory, res.knobs.hold_streams));
     }
     rows
+}
+
+/// Cloudflare's limit on an isolate's memory.
+const ISOLATE_LIMIT_BYTES: f64 = 128e6;
+
+/// The Worker's memory goal, from its isolate's figures (`crate::isolate`); the process RSS
+/// is no measure of it (it holds workerd itself and every connection's buffers). Met only
+/// when every stream was open when the figures were read.
+fn isolate_goal_row(m: &crate::scenarios::Memory, wanted: usize) -> Option<GoalRow> {
+    let name = format!("Worker: {} open streams", num(wanted as f64));
+    let target = "within 128 MB of isolate memory".to_string();
+    let rss = m
+        .streams_kib
+        .map(|k| format!("; workerd process RSS {}", mib(k)))
+        .unwrap_or_default();
+    let Some(i) = &m.isolate else {
+        let why = m.isolate_error.as_deref()?;
+        return Some((name, target, format!("not measured ({why}){rss}"), "–"));
+    };
+    let total = i.total()?;
+    let opened = if i.open < wanted {
+        format!(", only {} of them open", num(i.open as f64))
+    } else {
+        String::new()
+    };
+    let met = i.open >= wanted && (total as f64) <= ISOLATE_LIMIT_BYTES;
+    Some((
+        name,
+        target,
+        format!(
+            "isolate {} ({}){opened}{rss}",
+            bytes_mib(total),
+            isolate_parts(i)
+        ),
+        if met { "met" } else { "missed" },
+    ))
+}
+
+fn bytes_mib(b: u64) -> String {
+    format!("{:.1} MiB", b as f64 / 1_048_576.0)
+}
+
+/// The isolate's figures, each in MiB: "JS heap …, array buffers …, wasm memory …".
+fn isolate_parts(i: &crate::isolate::IsolateMemory) -> String {
+    let part = |label: &str, v: Option<u64>| v.map(|b| format!("{label} {}", bytes_mib(b)));
+    [
+        part("JS heap", i.js_heap_used),
+        part("array buffers", i.array_buffers),
+        part("wasm memory", i.wasm_memory),
+    ]
+    .into_iter()
+    .flatten()
+    .collect::<Vec<_>>()
+    .join(", ")
 }
 
 /// The Worker against `worker-js-floor` (a gateway's least work in plain JavaScript on the
@@ -750,6 +798,53 @@ fn detail_tables(res: &Results, out: &mut String) {
                 .map(|v| format!("hit p50 {}", ms(v)))
                 .unwrap_or_else(|| r.cache_note.clone()),
         );
+    }
+    isolate_table(res, out);
+}
+
+/// The isolate's own memory with the streams open, for the targets on workerd.
+fn isolate_table(res: &Results, out: &mut String) {
+    let rows: Vec<_> = res
+        .targets
+        .iter()
+        .filter(|r| r.ok() && (r.memory.isolate.is_some() || r.memory.isolate_error.is_some()))
+        .collect();
+    if rows.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "\nThe isolate's own memory (what Cloudflare's 128 MB limit applies to) with {} streams open: `bench/profile-worker.mjs --hold` on a workerd of its own with the V8 inspector, serving the same bundle, read once every stream has delivered its first event. The JavaScript heap figure includes garbage not yet collected (workerd's inspector does not collect on request).\n", num(res.knobs.hold_streams as f64));
+    let _ = writeln!(out, "| target | streams open | JS heap used | array buffers | wasm memory | isolate total | of 128 MB | workerd RSS (its own workerd) |\n|---|---:|---:|---:|---:|---:|---:|---:|");
+    for r in rows {
+        match &r.memory.isolate {
+            Some(i) => {
+                let b = |v: Option<u64>| v.map(bytes_mib).unwrap_or_else(|| "–".into());
+                let _ = writeln!(
+                    out,
+                    "| {} | {}/{} | {} | {} | {} | {} | {} | {} |",
+                    r.name,
+                    i.open,
+                    i.streams,
+                    b(i.js_heap_used),
+                    b(i.array_buffers),
+                    b(i.wasm_memory),
+                    b(i.total()),
+                    i.total()
+                        .map(|t| format!("{:.0}%", t as f64 / ISOLATE_LIMIT_BYTES * 100.0))
+                        .unwrap_or_else(|| "–".into()),
+                    i.workerd_rss_mib
+                        .map(|v| format!("{v:.1} MiB"))
+                        .unwrap_or_else(|| "–".into()),
+                );
+            }
+            None => {
+                let _ = writeln!(
+                    out,
+                    "| {} | not measured: {} | | | | | | |",
+                    r.name,
+                    r.memory.isolate_error.as_deref().unwrap_or_default()
+                );
+            }
+        }
     }
 }
 
@@ -1078,5 +1173,73 @@ mod tests {
         };
         assert!(floor_rows(&alone).is_empty());
         assert!(!results_md(&alone, None).contains("JavaScript floor"));
+    }
+
+    #[test]
+    fn the_memory_goal_is_judged_on_the_isolates_figures_with_every_stream_open() {
+        use crate::isolate::IsolateMemory;
+        use crate::scenarios::{Knobs, Memory};
+        let memory = |open: usize, heap: u64| Memory {
+            streams_kib: Some(340 * 1024),
+            isolate: Some(IsolateMemory {
+                streams: 1000,
+                open,
+                js_heap_used: Some(heap),
+                array_buffers: Some(10 * 1_048_576),
+                wasm_memory: Some(4 * 1_048_576),
+                workerd_rss_mib: Some(220.0),
+            }),
+            ..Default::default()
+        };
+        let row = isolate_goal_row(&memory(1000, 14 * 1_048_576), 1000).expect("a row");
+        assert_eq!(row.3, "met");
+        assert_eq!(
+            row.2,
+            "isolate 28.0 MiB (JS heap 14.0 MiB, array buffers 10.0 MiB, wasm memory 4.0 MiB); workerd process RSS 340.0 MiB"
+        );
+        // Over the limit, or not every stream open: not met.
+        assert_eq!(
+            isolate_goal_row(&memory(1000, 120 * 1_048_576), 1000)
+                .expect("a row")
+                .3,
+            "missed"
+        );
+        let partial = isolate_goal_row(&memory(600, 14 * 1_048_576), 1000).expect("a row");
+        assert_eq!(partial.3, "missed");
+        assert!(partial.2.contains("only 600 of them open"), "{}", partial.2);
+        // Not measured: said why, judged neither way.
+        let failed = Memory {
+            isolate_error: Some("node is missing".into()),
+            ..Default::default()
+        };
+        let row = isolate_goal_row(&failed, 1000).expect("a row");
+        assert_eq!(
+            (row.2.as_str(), row.3),
+            ("not measured (node is missing)", "–")
+        );
+        assert!(isolate_goal_row(&Memory::default(), 1000).is_none());
+
+        // The run's report: the goal and the isolate table.
+        let res = Results {
+            knobs: Knobs::smoke(),
+            machine: Default::default(),
+            mock_idle_kib: None,
+            targets: vec![TargetResult {
+                name: "worker-workerd".into(),
+                memory: memory(1000, 14 * 1_048_576),
+                ..Default::default()
+            }],
+            notes: vec![],
+            wall_seconds: 1.0,
+        };
+        let md = results_md(&res, None);
+        assert!(
+            md.contains("| within 128 MB of isolate memory | isolate 28.0 MiB"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| worker-workerd | 1000/1000 | 14.0 MiB | 10.0 MiB | 4.0 MiB | 28.0 MiB | 23% | 220.0 MiB |"),
+            "{md}"
+        );
     }
 }

@@ -200,6 +200,11 @@ pub struct Memory {
     pub streams_wanted: usize,
     pub streams_failed: usize,
     pub streams_error: Option<String>,
+    /// For a bundle on workerd: its isolate with as many streams open (`crate::isolate`).
+    #[serde(default)]
+    pub isolate: Option<crate::isolate::IsolateMemory>,
+    #[serde(default)]
+    pub isolate_error: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
@@ -933,9 +938,19 @@ pub async fn per_target(
     r.memory.streams_failed = held.failed;
     r.memory.streams_error = held.first_error.clone();
     held.close().await;
-    progress.inc();
     // Let the target notice the closed connections before the next one is measured.
     tokio::time::sleep(Duration::from_millis(1500)).await;
+    if let Some(probe) = &l.spec.isolate {
+        progress.set(&format!(
+            "{name}: isolate memory with {} open streams",
+            k.hold_streams
+        ));
+        match crate::isolate::measure(probe, k.hold_streams, secs(k.hold_within_s)).await {
+            Ok(m) => r.memory.isolate = Some(m),
+            Err(e) => r.memory.isolate_error = Some(e),
+        }
+    }
+    progress.inc();
 }
 
 /// Streams through the target; when `direct` is given, the same number of streams straight to

@@ -102,6 +102,9 @@ pub struct TargetSpec {
     pub limiter_store: Option<String>,
     #[serde(skip)]
     pub startup: Duration,
+    /// For a bundle on workerd: how to read its isolate's memory (`crate::isolate`).
+    #[serde(skip)]
+    pub isolate: Option<crate::isolate::Probe>,
 }
 
 impl TargetSpec {
@@ -302,6 +305,7 @@ pub fn plan(paths: &Paths, mock_port: u16, names: &[String]) -> Vec<Planned> {
             limited_headers: None,
             limiter_store: None,
             startup: Duration::from_secs(5),
+            isolate: None,
         })));
     }
 
@@ -340,6 +344,7 @@ pub fn plan(paths: &Paths, mock_port: u16, names: &[String]) -> Vec<Planned> {
                 limited_headers: Some(vec![bearer(LIMITED_KEY)]),
                 limiter_store: Some("in-process counters (no REDIS_URL)".into()),
                 startup: Duration::from_secs(10),
+                isolate: None,
             })));
         }
     }
@@ -391,6 +396,7 @@ pub fn plan(paths: &Paths, mock_port: u16, names: &[String]) -> Vec<Planned> {
                 limited_headers: None,
                 limiter_store: None,
                 startup: Duration::from_secs(30),
+                isolate: None,
             })));
         }
     }
@@ -444,6 +450,7 @@ pub fn plan(paths: &Paths, mock_port: u16, names: &[String]) -> Vec<Planned> {
                 limited_headers: None,
                 limiter_store: None,
                 startup: Duration::from_secs(120),
+                isolate: None,
             })));
         }
     }
@@ -621,10 +628,10 @@ fn workerd_target(paths: &Paths, mock_v1: &str, bundle: Bundle) -> Result<Target
         description: description.into(),
         version,
         launch: Some(Launch {
-            program: workerd,
+            program: workerd.clone(),
             args: vec!["serve".into(), cfg.display().to_string()],
             env: vec![],
-            cwd: Some(dir),
+            cwd: Some(dir.clone()),
             stdout_log: Some(log.clone()),
             stderr_log: log,
         }),
@@ -634,6 +641,14 @@ fn workerd_target(paths: &Paths, mock_v1: &str, bundle: Bundle) -> Result<Target
         limited_headers,
         limiter_store,
         startup: Duration::from_secs(30),
+        isolate: Some(crate::isolate::Probe {
+            node: paths.repo.join("node_modules/node/bin/node"),
+            script: paths.repo.join("bench/profile-worker.mjs"),
+            // The run's copy of the bundle, as the bench's workerd serves it.
+            dist: dir,
+            workerd,
+            mock: paths.bin_dir.join("mock-upstream"),
+        }),
     })
 }
 
