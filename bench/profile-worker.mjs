@@ -169,12 +169,16 @@ if (args.trace) {
   const stamped = JSON.stringify({ ...JSON.parse(bodies.stream), model: "mock-stream-50x20ms-stamped" });
   const nowUs = () => (performance.timeOrigin + performance.now()) * 1000;
   const transit = { worker: [], direct: [] };
+  // The first event's own: what holds the first event back after the mock sent it.
+  const firstTransit = { worker: [], direct: [] };
   const trace = (p, key) =>
     new Promise((resolve) => {
       const b = stamped;
       const t0 = process.hrtime.bigint();
       const times = [];
       const transits = p === port ? transit.worker : transit.direct;
+      const firsts = p === port ? firstTransit.worker : firstTransit.direct;
+      let seenFirst = false;
       let partial = "";
       const req = http.request(
         { host: "127.0.0.1", port: p, path: "/v1/chat/completions", method: "POST",
@@ -188,7 +192,11 @@ if (args.trace) {
             partial = lines.pop();
             for (const line of lines) {
               const m = /"mock_sent_unix_us":(\d+)/.exec(line);
-              if (m) transits.push((at - Number(m[1])) / 1000);
+              if (m) {
+                transits.push((at - Number(m[1])) / 1000);
+                if (!seenFirst) firsts.push((at - Number(m[1])) / 1000);
+                seenFirst = true;
+              }
             }
           });
           res.on("end", () => resolve(times));
@@ -231,6 +239,11 @@ if (args.trace) {
   const d = median(transit.direct);
   console.log(
     `from the mock's send to the client, per event: ${w.toFixed(2)} ms through the Worker, ${d.toFixed(2)} ms direct: the relay adds ${(w - d).toFixed(2)} ms (medians of ${transit.worker.length} and ${transit.direct.length} events)`,
+  );
+  const fw = median(firstTransit.worker);
+  const fd = median(firstTransit.direct);
+  console.log(
+    `the first event alone, from the mock's send: ${fw.toFixed(2)} ms through the Worker, ${fd.toFixed(2)} ms direct: ${(fw - fd).toFixed(2)} ms added (the rest of its added delay is the request's way to the mock)`,
   );
 }
 
