@@ -388,6 +388,7 @@ fn cmd_run(a: RunArgs) -> Result<(), String> {
         k.seq_batch = 100;
         k.rate_s = 2.0;
         k.closed_s = 1.5;
+        k.cpu_level_s = None;
         k.closed_levels = vec![1, 32];
         k.search_steps = 2;
         k.search_s = 1.5;

@@ -700,8 +700,16 @@ fn detail_tables(res: &Results, out: &mut String) {
     let _ = writeln!(out, "\n## Closed loop (maximum rate)\n");
     let _ = writeln!(
         out,
-        "Each connection sends its next request as soon as the last one is answered, {} s after {} s of warm-up. CPU is user + system time of the target's processes (and of the mock) per answered request.\n",
-        res.knobs.closed_s, res.knobs.closed_warmup_s
+        "Each connection sends its next request as soon as the last one is answered, {} s after {} s of warm-up{}. CPU is user + system time of the target's processes (and of the mock) per answered request.\n",
+        res.knobs.closed_s,
+        res.knobs.closed_warmup_s,
+        match res.knobs.cpu_level_s {
+            Some(s) if s > res.knobs.closed_s => format!(
+                " ({s} s at {} connections, the level the summary and the goals read)",
+                res.knobs.cpu_level
+            ),
+            _ => String::new(),
+        }
     );
     let _ = writeln!(out, "| target | connections | req/s | p50 | p99 | p99.9 | errors | target CPU / req | mock CPU / req |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in res.targets.iter().filter(|r| r.ok()) {
