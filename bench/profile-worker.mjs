@@ -8,6 +8,11 @@
 //       straight to the mock at the same time (with L other streams going on): the added delay
 //       to the first event and to later events, from the request's start (medians), and each
 //       event's time from the mock's send (stamped into it) to the client: the relay's own delay
+//   --stream-model M  the streams' model (default mock-stream-50x20ms; the mock reads its name,
+//       e.g. mock-stream-2x1ms for short streams whose cost is mostly their set-up)
+//   --v8-flags A,B    V8 flags for the measured isolate (a diagnosis: Cloudflare sets its own),
+//       e.g. --perf-basic-prof,--interpreted-frames-native-stack with --profile off, then
+//       `perf record -p` on the pid it prints: a profile without the inspector's overhead
 //   --hold N          N streams held open: JavaScript heap and workerd's memory per stream (the
 //       last line is the figures as JSON, which `bench run` reads for its goals table)
 //
@@ -38,6 +43,11 @@ const out = args.out ?? path.join(os.tmpdir(), `worker-${mode}.cpuprofile`);
 const mockBin = args.mock ?? path.join(repo, "target/release/mock-upstream");
 const workerd = args.workerd ?? path.join(repo, "node_modules/@cloudflare/workerd-linux-64/bin/workerd");
 const MOCK_KEY = "sk-prof-mock";
+// V8 flags for the measured isolate, comma-separated (a diagnosis only: Cloudflare sets its
+// own), e.g. `--v8-flags --perf-basic-prof` so that `perf` names the JIT's and wasm's code.
+const v8Flags = args["v8-flags"]
+  ? `\n  v8Flags = ${JSON.stringify(args["v8-flags"].split(","))},`
+  : "";
 const CLIENT_KEY = "sk-prof-client";
 
 const freePort = () =>
@@ -75,7 +85,7 @@ const date = /^compatibility_date\s*=\s*"([^"]+)"/m.exec(toml)?.[1] ?? "2025-01-
 fs.writeFileSync(
   path.join(work, "config.capnp"),
   `using Workerd = import "/workerd/workerd.capnp";
-const config :Workerd.Config = (
+const config :Workerd.Config = (${v8Flags}
   services = [ (name = "main", worker = .gateway),
                (name = "internet", network = (allow = ["public", "private", "local"])) ],
   sockets = [ (name = "http", address = "127.0.0.1:${port}", http = (), service = "main") ],
@@ -103,7 +113,7 @@ children.push(wd);
 const agent = new http.Agent({ keepAlive: true, maxSockets: conns });
 const body = (stream) =>
   JSON.stringify({
-    model: stream ? "mock-stream-50x20ms" : "bench-model",
+    model: stream ? (args["stream-model"] ?? "mock-stream-50x20ms") : "bench-model",
     messages: [
       { role: "system", content: "You are a benchmark." },
       { role: "user", content: "Tell me about gateway" },
@@ -253,6 +263,8 @@ const cpu = () => {
   return (Number(f[11]) + Number(f[12])) / 100;
 };
 if (args.profile === "off") {
+  // `perf record -p` can attach to this while the load runs.
+  console.error(`workerd pid ${wd.pid} port ${port} mock ${mockPort}`);
   const t0 = Date.now();
   const c0 = cpu();
   const counts = await load(seconds * 1000);
