@@ -9,10 +9,12 @@
 //   - garbage collection: its share, what workerd destroyed after it (its epilogue), and the
 //     longest pauses on the isolate's thread.
 //
-//   perf script -i perf.data | node bench/perf-report.mjs [--bundle DIST/index.js] [--per-us N]
+//   perf script -i perf.data | node bench/perf-report.mjs [--bundle DIST/index.js] [--per-us N] [--save F.json]
+//   node bench/perf-report.mjs --compare A.json B.json      # two saved reports side by side
 //
 // `--bundle` names wasm-bindgen's imports (`import __wbg_send`) from the bundle's source;
-// `--per-us N` (workerd's CPU per request) prints each share as µs per request as well.
+// `--per-us N` (workerd's CPU per request) prints each share as µs per request as well;
+// `--save` writes the figures as JSON, for `--compare` (a change's before and after).
 // `bench/perf-worker.sh` records and runs this.
 import fs from "node:fs";
 import readline from "node:readline";
@@ -96,9 +98,11 @@ export function analyse(samples, { bundleLines } = {}) {
   const destroyed = new Map();
   let gc = 0;
   let epilogue = 0;
+  let unnamed = 0;
   const add = (map, key) => map.set(key, (map.get(key) ?? 0) + 1);
   for (const s of samples) {
     add(byKind, kindOf(s.frames[0]));
+    if (s.frames[0] && isJit(s.frames[0]) && s.frames[0].sym === "[unknown]") unnamed++;
     const code = s.frames.find(isWorkerCode);
     add(byCode, code ? (isWasm(code) ? "wasm (all of the Rust)" : codeName(code, bundleLines)) : "(no Worker code on the stack)");
     if (s.frames.some((f) => GC.test(f.sym))) gc++;
@@ -114,6 +118,7 @@ export function analyse(samples, { bundleLines } = {}) {
   const shares = (map) => [...map].map(([k, v]) => [k, v / n]).sort((a, b) => b[1] - a[1]);
   return {
     samples: samples.length,
+    unnamedJit: unnamed / n,
     byKind: shares(byKind),
     byCode: shares(byCode),
     gc: gc / n,
@@ -157,6 +162,9 @@ export function format(a, { perUs, top = 20 } = {}) {
   const row = ([k, share]) =>
     `${(share * 100).toFixed(1).padStart(6)} %${perUs ? `${(share * perUs).toFixed(0).padStart(7)} µs` : ""}  ${k}`;
   const lines = [`${a.samples} samples${perUs ? `, ${perUs} µs of workerd's CPU per request` : ""}`, ""];
+  if (a.unnamedJit > 0.01) {
+    lines.splice(1, 0, `warning: ${(a.unnamedJit * 100).toFixed(0)} % of the samples are JIT code without a name: was V8's perf map (/tmp/perf-<pid>.map) written and kept?`);
+  }
   lines.push("by kind of code (the sample's own frame):", ...a.byKind.map(row), "");
   lines.push("by the Worker's code that asked for it (the nearest frame of the bundle's JavaScript or wasm):");
   lines.push(...a.byCode.slice(0, top).map(row), "");
@@ -168,12 +176,58 @@ export function format(a, { perUs, top = 20 } = {}) {
   return lines.join("\n");
 }
 
+/**
+ * Two reports side by side (each as `--save` wrote it: the figures, and `perUs` if known), by
+ * kind of code and by the Worker's code; the bundle's functions are matched by name without
+ * their line, which moves from one build to the next.
+ */
+export function compare(a, b, { top = 25 } = {}) {
+  const merge = (rows) => {
+    const m = new Map();
+    for (const [k, v] of rows) {
+      const key = k.replace(/^(js [^:]+):\d+$/, "$1");
+      m.set(key, (m.get(key) ?? 0) + v);
+    }
+    return m;
+  };
+  const cell = (share, perUs) =>
+    share === undefined
+      ? "–".padStart(perUs ? 17 : 8)
+      : `${(share * 100).toFixed(1).padStart(6)} %${perUs ? `${(share * perUs).toFixed(0).padStart(7)} µs` : ""}`;
+  const side = (title, rowsA, rowsB) => {
+    const ma = merge(rowsA);
+    const mb = merge(rowsB);
+    const keys = [...new Set([...ma.keys(), ...mb.keys()])]
+      .sort((x, y) => Math.max(mb.get(y) ?? 0, ma.get(y) ?? 0) - Math.max(mb.get(x) ?? 0, ma.get(x) ?? 0))
+      .slice(0, top);
+    return [title, ...keys.map((k) => `${cell(ma.get(k), a.perUs)} ${cell(mb.get(k), b.perUs)}  ${k}`), ""];
+  };
+  return [
+    `A: ${a.samples} samples${a.perUs ? `, ${a.perUs} µs per request` : ""}; B: ${b.samples} samples${b.perUs ? `, ${b.perUs} µs per request` : ""}`,
+    "",
+    ...side("by kind of code (A, then B):", a.byKind, b.byKind),
+    ...side("by the Worker's code that asked for it (A, then B):", a.byCode, b.byCode),
+    `garbage collection: A ${(a.gc * 100).toFixed(1)} % (epilogue ${(a.epilogue * 100).toFixed(1)} %), B ${(b.gc * 100).toFixed(1)} % (epilogue ${(b.epilogue * 100).toFixed(1)} %)`,
+  ].join("\n");
+}
+
 if (process.argv[1] && fileURLToPath(import.meta.url) === fs.realpathSync(process.argv[1])) {
   const args = process.argv.slice(2);
   const opt = (name) => {
     const i = args.indexOf(name);
     return i >= 0 ? args[i + 1] : undefined;
   };
+  if (args.includes("--compare")) {
+    const i = args.indexOf("--compare");
+    const [fa, fb] = [args[i + 1], args[i + 2]];
+    if (!fa || !fb) {
+      console.error("perf-report: --compare A.json B.json (as --save wrote them)");
+      process.exit(2);
+    }
+    const read = (f) => JSON.parse(fs.readFileSync(f, "utf8"));
+    console.log(compare(read(fa), read(fb)));
+    process.exit(0);
+  }
   const bundle = opt("--bundle");
   const perUs = opt("--per-us") ? Number(opt("--per-us")) : undefined;
   const reader = new SampleReader();
@@ -184,5 +238,7 @@ if (process.argv[1] && fileURLToPath(import.meta.url) === fs.realpathSync(proces
     process.exit(1);
   }
   const bundleLines = bundle ? fs.readFileSync(bundle, "utf8").split("\n") : undefined;
-  console.log(format(analyse(samples, { bundleLines }), { perUs }));
+  const figures = analyse(samples, { bundleLines });
+  if (opt("--save")) fs.writeFileSync(opt("--save"), JSON.stringify({ ...figures, perUs }, null, 1));
+  console.log(format(figures, { perUs }));
 }

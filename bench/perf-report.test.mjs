@@ -1,7 +1,7 @@
 // bench/perf-report.mjs on a small `perf script` output written as perf writes it.
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { analyse, codeName, format, kindOf, parseSamples, pauses } from "./perf-report.mjs";
+import { analyse, codeName, compare, format, kindOf, parseSamples, pauses } from "./perf-report.mjs";
 
 const MAP = "/tmp/perf-100.map";
 const WD = "/repo/node_modules/@cloudflare/workerd-linux-64/bin/workerd";
@@ -100,4 +100,36 @@ test("the report gives µs per request when told the CPU per request", () => {
   assert.match(text, /7 samples, 700 µs of workerd's CPU per request/);
   assert.match(text, /14\.3 %\s+100 µs {2}import __wbg_send/);
   assert.match(text, /longest collections on the isolate's thread: 0\.3 ms, 0\.0 ms/);
+});
+
+test("two saved reports compare side by side, the bundle's functions matched without their line", () => {
+  const loop = (line) =>
+    TEXT +
+    sample(1.02, [
+      ["workerd::api::setTimeout", WD],
+      [`JS:+'we file:///bundle/index.js:${line}:18`, MAP],
+    ]);
+  const a = { ...analyse(parseSamples(loop(62)), { bundleLines: BUNDLE }), perUs: 800 };
+  const b = { ...analyse(parseSamples(loop(64)), { bundleLines: BUNDLE }), perUs: 400 };
+  // As --save writes them and --compare reads them.
+  const text = compare(JSON.parse(JSON.stringify(a)), JSON.parse(JSON.stringify(b)));
+  assert.match(text, /A: 8 samples, 800 µs per request; B: 8 samples, 400 µs per request/);
+  assert.match(text, /12\.5 %\s+100 µs\s+12\.5 %\s+50 µs {2}js we$/m);
+  assert.match(text, /12\.5 %\s+100 µs\s+12\.5 %\s+50 µs {2}import __wbg_send$/m);
+  assert.match(text, /garbage collection: A 50\.0 % \(epilogue 12\.5 %\), B 50\.0 %/);
+});
+
+test("a function found on one side only shows a dash on the other", () => {
+  const a = analyse(parseSamples(TEXT), { bundleLines: BUNDLE });
+  const b = analyse(parseSamples(TEXT), { bundleLines: [] });
+  const text = compare(a, b);
+  assert.match(text, /14\.3 %\s+– {2}import __wbg_send$/m);
+  assert.match(text, /–\s+14\.3 % {2}js \(anonymous\)$/m);
+});
+
+test("JIT code without a name (V8's perf map missing) is reported as such, not as the Worker's", () => {
+  const text = sample(1.0, [["[unknown]", MAP], ["Builtins_JSEntry", WD]]) + TEXT;
+  const report = format(analyse(parseSamples(text), { bundleLines: BUNDLE }));
+  assert.match(report, /warning: 13 % of the samples are JIT code without a name/);
+  assert.doesNotMatch(format(analyse(parseSamples(TEXT), { bundleLines: BUNDLE })), /warning/);
 });

@@ -8,21 +8,26 @@
 #   bench/perf-worker.sh                                  # plain requests, 32 connections
 #   bench/perf-worker.sh --mode stream --stream-model mock-stream-2x1ms
 #   bench/perf-worker.sh --dist bench/worker-floors/js-gateway   # another bundle, for comparison
+#   bench/perf-worker.sh --save before.json; ...; bench/perf-worker.sh --save after.json
+#   node bench/perf-report.mjs --compare before.json after.json      # a change, side by side
 #
 # Needs `perf` (Debian: linux-perf) and the right to record another process (root, or
 # kernel.perf_event_paranoid <= 1). Other arguments go to profile-worker.mjs.
 set -euo pipefail
 source "$(dirname "$0")/../scripts/lib/env.sh"
+start="$PWD"
 cd "$ROOT"
 command -v perf >/dev/null || { echo "perf-worker: needs Linux perf (apt-get install linux-perf)" >&2; exit 1; }
 
 dist=target/profile-dist
 seconds=10
+save=()
 args=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --dist) dist="$2"; shift 2 ;;
     --seconds) seconds="$2"; shift 2 ;;
+    --save) save=(--save "$(cd "$start" && realpath -m "$2")"); shift 2 ;;
     *) args+=("$1"); shift ;;
   esac
 done
@@ -53,5 +58,5 @@ wait %1
 cat "$work/load.out"
 per_us="$(sed -n 's/.*workerd CPU \([0-9]*\) µs per.*/\1/p' "$work/load.out")"
 perf script -i "$work/perf.data" 2>/dev/null |
-  node bench/perf-report.mjs --bundle "$dist/index.js" ${per_us:+--per-us "$per_us"}
+  node bench/perf-report.mjs --bundle "$dist/index.js" ${per_us:+--per-us "$per_us"} "${save[@]}"
 rm -f "/tmp/perf-$pid.map"
